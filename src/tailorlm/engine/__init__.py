@@ -1,0 +1,1 @@
+"""The engine: scoring, generation, metrics, evaluation and the cost meter."""
