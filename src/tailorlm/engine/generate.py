@@ -1,0 +1,127 @@
+"""Greedy text generation in batches, with every shared piece of the prompt computed once.
+
+Greedy decoding picks the most likely next token, appends it and repeats:
+
+    y_t = argmax_v p(v | x, y_<t)
+
+until the model emits end-of-sequence, the text so far contains a stop string (cut before it), or
+`max_new_tokens` tokens were picked. It is deterministic, so a generation task's score depends on
+the model and the prompt only. The loop is ours rather than `model.generate` so that it can start
+from the cache of a shared prefix, exactly as scoring does:
+
+    shared ids (1, S) ──► cache ──► expand to B rows ─► own ids (B, T), left-padded ──► y_1 (B,)
+                                                             cache' ─► y_1 (B', 1) ──► y_2 (B',) ...
+
+Each decode step feeds one token per row still running (B' ≤ B: rows that stopped leave the batch
+and their cache) at position previous + 1, with a 1 appended to the attention mask. Positions are
+passed explicitly, so left padding inside a batch does not shift them.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+
+from tailorlm.engine.prompt import Prompt
+from tailorlm.engine.scoring import _count, _expand
+from tailorlm.models.backend import Backend
+
+
+@torch.inference_mode()
+def generate(backend: Backend, prompts: list[Prompt], *, max_new_tokens: int = 64,
+             stop: tuple[str, ...] = ("\n",), batch_size: int = 16, on_tokens=None) -> list[str]:
+    """The greedy continuation of each prompt, cut before the first stop string and stripped.
+
+    `on_tokens(n)` is called with the number of tokens each forward pass processes (cost meter).
+    """
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    model, encode = backend.model, backend.encode
+    texts = [""] * len(prompts)
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, p in enumerate(prompts):
+        groups[p.shared].append(i)
+    for shared, idxs in groups.items():
+        shared_ids = encode(shared) if shared else []
+        shared_cache = None
+        if shared_ids:
+            out = model(torch.tensor([shared_ids], device=backend.device), use_cache=True,
+                        logits_to_keep=1)
+            shared_cache = out.cache
+            _count(on_tokens, len(shared_ids))
+        own = {i: encode(prompts[i].own) for i in idxs}
+        if any(len(own[i]) == 0 for i in idxs):
+            raise ValueError("Prompt.own must not be empty: it ends right before the answer")
+        order = sorted(idxs, key=lambda i: len(own[i]))  # similar lengths together: less padding
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            outs = _generate_batch(backend, shared_cache, len(shared_ids), [own[i] for i in batch],
+                                   max_new_tokens, stop, on_tokens)
+            for i, text in zip(batch, outs):
+                texts[i] = text.strip()
+    return texts
+
+
+def _generate_batch(backend, shared_cache, n_shared, own_ids, max_new_tokens, stop,
+                    on_tokens) -> list[str]:
+    model, device, tok = backend.model, backend.device, backend.tokenizer
+    eos = _eos_ids(backend)
+    pad = tok.pad_token_id or 0
+    B, T = len(own_ids), max(len(ids) for ids in own_ids)
+    input_ids = torch.full((B, T), pad, dtype=torch.long)
+    own_mask = torch.zeros((B, T), dtype=torch.long)
+    for b, ids in enumerate(own_ids):  # left padding: every row's last position is its last token
+        input_ids[b, T - len(ids):] = torch.tensor(ids)
+        own_mask[b, T - len(ids):] = 1
+    positions = (n_shared + own_mask.cumsum(-1) - 1).clamp(min=n_shared)  # (B, T)
+    mask = torch.cat([torch.ones((B, n_shared), dtype=torch.long), own_mask], dim=1)  # (B, S+T)
+    out = model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                position_ids=positions.to(device), cache=_expand(shared_cache, B),
+                use_cache=True, logits_to_keep=1)
+    cache = out.cache
+    _count(on_tokens, int(own_mask.sum()))
+
+    mask = mask.to(device)
+    next_pos = positions[:, -1:].to(device) + 1  # (B, 1): where each row's next token goes
+    rows = list(range(B))  # batch row -> index into own_ids, for the rows still running
+    picked: list[list[int]] = [[] for _ in range(B)]
+    texts = [""] * B
+    for step in range(max_new_tokens):
+        next_ids = out.logits[:, -1].argmax(-1)  # (B',)
+        keep = []
+        for r, (row, t) in enumerate(zip(rows, next_ids.tolist())):
+            if t in eos:
+                continue
+            picked[row].append(t)
+            text = tok.decode(picked[row], skip_special_tokens=True)
+            cut = min((k for k in (text.find(s) for s in stop) if k >= 0), default=-1)
+            texts[row] = text if cut < 0 else text[:cut]
+            if cut < 0:
+                keep.append(r)
+        if not keep or step == max_new_tokens - 1:
+            break
+        if len(keep) < len(rows):  # finished rows leave the batch, and their cache with them
+            sel = torch.tensor(keep, device=device)
+            cache.batch_select_indices(sel)
+            rows = [rows[r] for r in keep]
+            next_ids, mask, next_pos = next_ids[sel], mask[sel], next_pos[sel]
+        mask = torch.cat([mask, torch.ones_like(next_pos)], dim=1)  # (B', S+T+step+1)
+        out = model(input_ids=next_ids[:, None], attention_mask=mask, position_ids=next_pos,
+                    cache=cache, use_cache=True, logits_to_keep=1)
+        cache = out.cache
+        next_pos = next_pos + 1
+        _count(on_tokens, len(rows))
+    return texts
+
+
+def _eos_ids(backend) -> set[int]:
+    """End-of-sequence ids: the tokenizer's, and the model's generation config's (an int or list)."""
+    ids = {backend.tokenizer.eos_token_id}
+    config_eos = getattr(getattr(backend.model, "generation_config", None), "eos_token_id", None)
+    if isinstance(config_eos, int):
+        ids.add(config_eos)
+    elif config_eos is not None:
+        ids.update(config_eos)
+    ids.discard(None)
+    return ids
