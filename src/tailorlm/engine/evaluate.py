@@ -1,0 +1,89 @@
+"""Evaluate an adapter on a task: predictions, the task's metric, its bootstrap CI, and cost.
+
+Classification: every label's verbalization is scored after the adapter's prompt
+(engine/scoring.py), the adapter adjusts the scores (e.g. calibration), and the arg-max label is the
+prediction. Generation: greedy decoding (engine/generate.py), scored against the references.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tailorlm.data.task import Task
+from tailorlm.engine.cost import CostMeter
+from tailorlm.engine.metrics import bootstrap_ci, get_metric
+from tailorlm.models.backend import Backend
+
+
+@dataclass
+class Evaluation:
+    metric: str
+    score: float
+    score_ci: tuple[float, float]
+    n_eval: int
+    predictions: list[str]
+    seconds: float
+    tokens: int  # tokens the model processed
+    prompt_tokens_per_query: float  # what one query costs if served alone: shared + own
+    latency_ms_per_query: float
+    peak_rss_mb: float
+    extra: dict = field(default_factory=dict)
+
+
+def default_metric(task: Task) -> str:
+    return "accuracy" if task.kind == "classification" else "rouge_l"
+
+
+def label_scores(backend: Backend, adapter, task: Task, on_tokens=None,
+                 batch_size: int = 16) -> np.ndarray:
+    """(N, L) adjusted label scores of the adapter on the task's examples."""
+    from tailorlm.engine.scoring import score_labels
+
+    prompts = [adapter.prompt(e) for e in task.examples]
+    logprobs = score_labels(backend, prompts, adapter.continuations(task),
+                            batch_size=batch_size, on_tokens=on_tokens)
+    return adapter.adjust(logprobs)
+
+
+def predict(backend: Backend, adapter, task: Task, on_tokens=None,
+            batch_size: int = 16) -> list[str]:
+    if task.kind == "classification":
+        scores = label_scores(backend, adapter, task, on_tokens, batch_size)
+        return [task.labels[i] for i in scores.argmax(axis=1)]
+    from tailorlm.engine.generate import generate
+
+    prompts = [adapter.prompt(e) for e in task.examples]
+    return generate(backend, prompts, stop=adapter.stop, batch_size=batch_size,
+                    on_tokens=on_tokens)
+
+
+def quick_score(backend: Backend, adapter, task: Task, metric: str | None = None) -> float:
+    """The metric alone, no cost or CI: what methods use to choose on validation data."""
+    name = metric or default_metric(task)
+    return get_metric(name).fn(predict(backend, adapter, task), _references(task))
+
+
+def evaluate(backend: Backend, adapter, task: Task, *, metric: str | None = None,
+             seed: int = 0, batch_size: int = 16) -> Evaluation:
+    name = metric or default_metric(task)
+    with CostMeter() as meter:
+        preds = predict(backend, adapter, task, on_tokens=meter.add_tokens, batch_size=batch_size)
+    refs = _references(task)
+    m = get_metric(name)
+    score = m.fn(preds, refs)
+    ci = bootstrap_ci(name, preds, refs, seed=seed)
+    prompt_tokens = [len(backend.encode(adapter.prompt(e).text)) for e in task.examples]
+    n = len(task.examples)
+    return Evaluation(metric=name, score=float(score), score_ci=(float(ci[0]), float(ci[1])),
+                      n_eval=n, predictions=preds, seconds=meter.seconds, tokens=meter.tokens,
+                      prompt_tokens_per_query=float(np.mean(prompt_tokens)),
+                      latency_ms_per_query=1000.0 * meter.seconds / max(n, 1),
+                      peak_rss_mb=meter.peak_rss_mb)
+
+
+def _references(task: Task):
+    if task.kind == "classification":
+        return [e.label for e in task.examples]
+    return [list(e.references) or [e.target] for e in task.examples]

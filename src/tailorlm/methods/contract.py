@@ -1,0 +1,84 @@
+"""The method contract: what every method, trained or not, gives the rest of tailorlm.
+
+    spec = get_method("few_shot")
+    config = spec.config.from_dict({"n_demos": 4})   # validates; errors say how to fix
+    adapter = spec.fit(backend, train, val, config, seed=0)
+    adapter.prompt(example) -> Prompt             # what the model reads (engine/prompt.py)
+    adapter.continuations(task) -> [" positive", ...]   # the label texts scored after the prompt
+    adapter.adjust(logprobs) -> scores              # e.g. contextual calibration; identity by default
+    adapter.save(folder); spec.load(folder)
+
+Nothing outside `methods/` asks which method it holds: the engine calls these and nothing else.
+Prompt methods change the text around the input. Methods that change the weights (later issues)
+return the same kind of adapter with their module state; the engine's shared-prefix cache is also
+where a soft prompt's virtual tokens or a prefix's key/values will enter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from tailorlm.data.task import Example, Task
+from tailorlm.engine.prompt import Prompt
+from tailorlm.errors import TailorError
+from tailorlm.models.backend import Backend
+
+
+class Adapter(Protocol):
+    method: str
+    config: Any
+
+    def prompt(self, example: Example) -> Prompt: ...
+
+    def continuations(self, task: Task) -> list[str]: ...
+
+    def adjust(self, logprobs: np.ndarray) -> np.ndarray: ...
+
+    @property
+    def stop(self) -> tuple[str, ...]: ...
+
+    @property
+    def trainable_params(self) -> int: ...
+
+    def state(self) -> dict: ...
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    config: type  # a MethodConfig dataclass
+    fit: Callable[..., Adapter]  # fit(backend, train, val, config, *, seed) -> Adapter
+    from_state: Callable[[Any, dict], Adapter]  # (config, state) -> Adapter, for load()
+
+
+class MethodConfig:
+    """Mixin for method configs: `from_dict` rejects unknown keys; `validate` checks values."""
+
+    def validate(self) -> None:  # overridden where values need checks
+        pass
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> "MethodConfig":
+        values = dict(values or {})
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise TailorError(f"unknown option(s) {', '.join(unknown)} for {cls.__name__}; "
+                              f"valid options: {', '.join(sorted(names))}")
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def choose(name: str, value: Any, allowed: tuple) -> None:
+    """Raise the one-line error for a value outside `allowed`."""
+    if value not in allowed:
+        raise TailorError(f"{name} must be one of {', '.join(map(str, allowed))}, not {value!r}")

@@ -1,0 +1,112 @@
+"""few_shot: in-context learning with k demonstrations, chosen and calibrated on validation data.
+
+    [instruction] [x_1 -> y_1] ... [x_k -> y_k] [x -> ?]
+
+Selection (`selection`):
+  random    k training examples at random
+  balanced  the same number from every class (k rounded down to a multiple of the class count)
+  cover     every class at least once, the rest at random (k grows to the class count if smaller)
+  similar   the k nearest training examples to each query (TF-IDF cosine): per-query prompts
+Demonstration order is fixed by the seed. With fixed demonstrations the engine computes their
+key/value prefix once and reuses it for every query.
+
+Small models are easily hurt by demonstrations (Zhao et al. 2021: the majority and recency biases),
+so `fit` draws `n_candidates` demonstration sets, scores each with and without contextual
+calibration on held-out training examples, and keeps the best. Nothing is trained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tailorlm.data.sample import split
+from tailorlm.data.task import Example, Task
+from tailorlm.errors import TailorError
+from tailorlm.methods import prompt_template
+from tailorlm.methods.contract import MethodConfig, MethodSpec, choose
+from tailorlm.methods.prompt_adapter import PromptAdapter
+from tailorlm.methods.registry import register
+from tailorlm.methods.selection import best_adapter, validation_subset
+from tailorlm.methods.templates import resolve
+
+NAME = "few_shot"
+SELECTIONS = ("random", "balanced", "cover", "similar")
+
+
+@dataclass
+class FewShotConfig(MethodConfig):
+    n_demos: int = 4  # demonstrations per prompt: more costs prompt tokens on every query
+    selection: str = "balanced"  # random | balanced | cover | similar
+    template: str | dict = "auto"  # as prompt_template; auto = its zero-shot choice
+    calibrate: str = "auto"  # auto | on | off
+    n_candidates: int = 4  # demonstration sets tried on validation data (not for `similar`)
+
+    def validate(self) -> None:
+        choose("selection", self.selection, SELECTIONS)
+        choose("calibrate", self.calibrate, ("auto", "on", "off"))
+        if self.n_demos < 1:
+            raise TailorError(f"n_demos must be at least 1, not {self.n_demos}")
+        if self.n_candidates < 1:
+            raise TailorError(f"n_candidates must be at least 1, not {self.n_candidates}")
+
+
+def pick_demos(pool: list[Example], k: int, selection: str, labels: list[str],
+               rng: np.random.Generator) -> list[Example]:
+    """k demonstrations from `pool` by `selection` (not `similar`), in a seeded order."""
+    by_label: dict[str | None, list[int]] = {}
+    for i, e in enumerate(pool):
+        by_label.setdefault(e.label, []).append(i)
+    if selection == "random" or not labels:
+        picked = list(rng.choice(len(pool), min(k, len(pool)), replace=False))
+    elif selection == "balanced":
+        per = max(1, k // len(labels))
+        picked = [i for lab in labels if lab in by_label
+                  for i in rng.choice(by_label[lab], min(per, len(by_label[lab])), replace=False)]
+    else:  # cover
+        picked = [int(rng.choice(by_label[lab])) for lab in labels if lab in by_label]
+        rest = [i for i in range(len(pool)) if i not in set(picked)]
+        extra = max(0, k - len(picked))
+        picked += list(rng.choice(rest, min(extra, len(rest)), replace=False))
+    picked = [int(i) for i in picked]
+    rng.shuffle(picked)
+    return [pool[i] for i in picked]
+
+
+def fit(backend, train: Task, val: Task | None, config: FewShotConfig, *,
+        seed: int = 0) -> PromptAdapter:
+    if len(train) < 2:
+        raise TailorError("few_shot needs at least 2 training examples")
+    if val is None or not len(val):
+        # Demonstrations come from one half of the training set, judged on the other.
+        pool_task, val = split(train, 0.5, seed) if train.kind == "classification" else \
+            (train.with_examples(train.examples[::2]), train.with_examples(train.examples[1::2]))
+    else:
+        pool_task = train
+    judge = validation_subset(val, seed)
+    task = train.with_examples([])
+    if config.template == "auto":
+        zero_shot = prompt_template.PromptTemplateConfig(template="auto", calibrate="off")
+        template = prompt_template.fit(backend, pool_task, judge, zero_shot, seed=seed).template
+    else:
+        template = resolve(config.template, train)
+    pool = list(pool_task.examples)
+    if config.selection == "similar":
+        candidates = [PromptAdapter(NAME, config, task, template, pool=list(train.examples),
+                                    n_similar=config.n_demos)]
+        # Judge on examples the pool holds too: _nearest skips the query itself.
+    else:
+        rng = np.random.default_rng(seed)
+        candidates = [PromptAdapter(NAME, config, task, template,
+                                    demos=pick_demos(pool, config.n_demos, config.selection,
+                                                     train.labels, rng))
+                      for _ in range(config.n_candidates)]
+    return best_adapter(backend, candidates, judge, config.calibrate)
+
+
+def from_state(config: FewShotConfig, state: dict) -> PromptAdapter:
+    return PromptAdapter.from_state(NAME, config, state)
+
+
+register(MethodSpec(NAME, FewShotConfig, fit, from_state))

@@ -1,0 +1,63 @@
+import json
+
+import pytest
+
+from tailorlm.cli.main import main
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def files(tmp_path):
+    pos = ["a great film", "I loved it", "wonderful and fun", "the best movie"]
+    neg = ["a bad film", "I hated it", "boring and dull", "the worst movie"]
+    rows = [{"text": t, "label": "positive"} for t in pos] + \
+        [{"text": t, "label": "negative"} for t in neg]
+    return write_jsonl(tmp_path / "train.jsonl", rows), write_jsonl(tmp_path / "test.jsonl", rows)
+
+
+def test_compare_end_to_end(files, tiny_model_dir, tmp_path, capsys):
+    train, test = files
+    code = main(["compare", "--train", str(train), "--test", str(test), "--model",
+                 str(tiny_model_dir), "--methods", "prompt_template,few_shot", "--k", "2",
+                 "--set", "few_shot.n_demos=2", "--set", "few_shot.n_candidates=1",
+                 "--out", str(tmp_path / "run")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "prompt_template" in out and "few_shot" in out and "95% CI" in out
+    rows = [json.loads(x) for x in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    assert [r["method"] for r in rows] == ["prompt_template", "few_shot"]
+    assert rows[1]["config"]["n_demos"] == 2 and rows[0]["k"] == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--methods", "prompt_template,lora_x"], "unknown method 'lora_x'"),
+    (["--methods", "prompt_template", "--set", "few_shot.n_demos=3"],
+     "'few_shot' is not among --methods"),
+    (["--set", "prompt_template.colour=1"], "unknown option(s) colour"),
+])
+def test_user_errors_are_one_line(files, tmp_path, capsys, monkeypatch, args, message):
+    import tailorlm.models as models
+
+    monkeypatch.setattr(models, "load_backend", lambda *a, **k: pytest.fail("model loaded"))
+    train, test = files
+    code = main(["compare", "--train", str(train), "--test", str(test), "--out",
+                 str(tmp_path / "run"), *args])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_bad_file_fails_before_any_model_loads(tmp_path, capsys, monkeypatch):
+    import tailorlm.models as models
+
+    monkeypatch.setattr(models, "load_backend", lambda *a, **k: pytest.fail("model loaded"))
+    train = tmp_path / "train.jsonl"
+    train.write_text('{"text": "ok", "label": "a"}\n{"text": "broken", "label": \n')
+    code = main(["compare", "--train", str(train), "--test", str(train), "--out",
+                 str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and "train.jsonl" in err and "line 2" in err

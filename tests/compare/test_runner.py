@@ -1,0 +1,57 @@
+import json
+
+import pytest
+
+from helpers import sentiment_task, tiny_backend
+from tailorlm.compare.runner import RESULTS, Run, read_results, run_comparison
+
+REQUIRED = {"method", "model", "task", "metric", "score", "score_ci", "n_eval", "fit_seconds",
+            "eval_seconds", "peak_rss_mb", "trainable_params", "artifact_bytes",
+            "prompt_tokens_per_query", "latency_ms_per_query", "seed", "k", "config"}
+RUNS = [Run("prompt_template", {"template": "text_label"}, seed=0, k=3),
+        Run("few_shot", {"n_demos": 2, "template": "text_label", "n_candidates": 1}, seed=0, k=3)]
+
+
+@pytest.fixture(scope="module")
+def backend():
+    return tiny_backend()
+
+
+def test_rows_have_the_stable_keys_and_adapters_are_saved(backend, tmp_path):
+    task = sentiment_task(8)
+    rows = run_comparison(backend, task, task, RUNS, tmp_path)
+    assert [r["method"] for r in rows] == ["prompt_template", "few_shot"]
+    for row in rows:
+        assert REQUIRED <= set(row)
+        assert row["n_eval"] == 16 and row["k"] == 3 and row["n_train"] == 6
+        assert 0 <= row["score_ci"][0] <= row["score"] <= row["score_ci"][1] <= 1
+        assert row["trainable_params"] == 0 and row["artifact_bytes"] > 0
+        assert (tmp_path / "adapters" / row["adapter"].split("/")[-1] / "card.json").exists()
+    # few-shot prompts carry demonstrations: more prompt tokens per query than zero-shot
+    assert rows[1]["prompt_tokens_per_query"] > rows[0]["prompt_tokens_per_query"]
+    assert rows[1]["config"]["n_demos"] == 2 and rows[1]["config"]["selection"] == "balanced"
+
+
+def test_rerun_skips_finished_runs_and_appends_new_ones(backend, tmp_path):
+    task = sentiment_task(8)
+    run_comparison(backend, task, task, RUNS[:1], tmp_path)
+    events = []
+    rows = run_comparison(backend, task, task, RUNS, tmp_path,
+                          on_event=lambda kind, *rest: events.append(kind))
+    assert events == ["skip", "start", "done"]
+    assert len(read_results(tmp_path)) == 2 == len(rows)
+    run_comparison(backend, task, task, [Run("prompt_template", {"template": "text_label"},
+                                             seed=1, k=3)], tmp_path)
+    assert [r["seed"] for r in read_results(tmp_path)] == [0, 0, 1]
+
+
+def test_a_torn_last_line_is_ignored_and_closed(backend, tmp_path):
+    task = sentiment_task(8)
+    run_comparison(backend, task, task, RUNS[:1], tmp_path)
+    with open(tmp_path / RESULTS, "a") as f:
+        f.write('{"method": "few_sh')  # a crash mid-append
+    assert len(read_results(tmp_path)) == 1
+    run_comparison(backend, task, task, RUNS[1:], tmp_path)
+    lines = (tmp_path / RESULTS).read_text().splitlines()
+    assert len(lines) == 3 and json.loads(lines[2])["method"] == "few_shot"
+    assert len(read_results(tmp_path)) == 2

@@ -1,0 +1,62 @@
+import numpy as np
+import pytest
+
+from helpers import reference_scores, tiny_backend
+from tailorlm.engine import scoring
+from tailorlm.engine.prompt import Prompt
+from tailorlm.engine.scoring import score_labels
+
+TEXTS = ["the cat sat on the mat", "a dog ran", "positive review: a great film, I loved it",
+         "what is two plus two?", "the park"]
+MULTI = [" four", " a great film", " the cat sat on the mat", " dog"]  # 1 to many tokens
+
+
+@pytest.fixture(scope="module")
+def backend():
+    return tiny_backend()
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 16])
+def test_matches_one_forward_per_label(backend, batch_size):
+    prompts = [Prompt("Q: ", t + "\nA:") for t in TEXTS]
+    got = score_labels(backend, prompts, MULTI, batch_size=batch_size)
+    want = reference_scores(backend, prompts, MULTI)
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_shared_and_unshared_prompts_score_the_same(backend):
+    shared = [Prompt("Q: the cat sat on the mat\nA: four\n", t) for t in TEXTS]
+    unshared = [Prompt("", p.shared + p.own) for p in shared]
+    a = score_labels(backend, shared, MULTI, batch_size=2)
+    b = score_labels(backend, unshared, MULTI, batch_size=2)
+    # the same token ids either way when the split falls on a token boundary, as here ("\n")
+    np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_mixed_groups_keep_input_order(backend):
+    prompts = [Prompt("A: " if i % 2 else "B: ", t) for i, t in enumerate(TEXTS)]
+    got = score_labels(backend, prompts, MULTI, batch_size=2)
+    want = reference_scores(backend, prompts, MULTI)
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_label_rows_chunked(backend, monkeypatch):
+    monkeypatch.setattr(scoring, "MAX_LABEL_ROWS", 2)  # forces one label per chunk
+    prompts = [Prompt("", t) for t in TEXTS]
+    got = score_labels(backend, prompts, MULTI, batch_size=4)
+    np.testing.assert_allclose(got, reference_scores(backend, TEXTS, MULTI), atol=1e-4)
+
+
+def test_token_count(backend):
+    prompts = [Prompt("Q: ", t) for t in TEXTS[:2]]
+    counted = []
+    score_labels(backend, prompts, [" dog"], on_tokens=counted.append)
+    label_forward = 2 * (len(backend.encode(" dog")) - 1)  # all but the last label token, per row
+    want = len(backend.encode("Q: ")) + sum(len(backend.encode(t)) for t in TEXTS[:2]) \
+        + label_forward
+    assert sum(counted) == want
+
+
+def test_empty_query_refused(backend):
+    with pytest.raises(ValueError, match="must not be empty"):
+        score_labels(backend, [Prompt("x", "")], [" dog"])

@@ -1,0 +1,50 @@
+"""Test helpers: a tiny Backend and small tasks, built offline."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from tailorlm.data.task import Example, Task
+from tailorlm.models.backend import Backend
+
+
+def tiny_backend(seed: int = 0) -> Backend:
+    from conftest import build_tiny_llama, build_tiny_tokenizer
+
+    tokenizer = build_tiny_tokenizer()
+    tokenizer.pad_token = tokenizer.eos_token
+    model = build_tiny_llama(len(tokenizer), seed=seed)
+    model.config.max_position_embeddings = 512
+    return Backend("tiny", "test/tiny-llama", "0" * 64, model, tokenizer, "(memory)")
+
+
+def reference_scores(backend: Backend, prompts, continuations: list[str]) -> np.ndarray:
+    """Label log-likelihoods the slow, obvious way: one full forward pass per (prompt, label).
+
+    Prompts are `Prompt`s or plain strings; a Prompt's parts are tokenized apart, as the engine does.
+    """
+    out = np.zeros((len(prompts), len(continuations)))
+    with torch.no_grad():
+        for i, prompt in enumerate(prompts):
+            if isinstance(prompt, str):
+                p = backend.encode(prompt)
+            else:
+                p = (backend.encode(prompt.shared) if prompt.shared else []) + \
+                    backend.encode(prompt.own)
+            for j, cont in enumerate(continuations):
+                c = backend.encode(cont)
+                logits = backend.model(torch.tensor([p + c])).logits[0].double()
+                logp = torch.log_softmax(logits, -1)
+                out[i, j] = sum(logp[len(p) - 1 + t, c[t]].item() for t in range(len(c)))
+    return out
+
+
+def sentiment_task(n_per_class: int = 6) -> Task:
+    pos = ["a great film", "I loved it", "wonderful and fun", "the best movie", "great acting",
+           "a joy to watch", "loved the cast", "fun and great"]
+    neg = ["a bad film", "I hated it", "boring and dull", "the worst movie", "bad acting",
+           "a waste of time", "hated the cast", "dull and bad"]
+    rows = [Example(input=t, target="positive", label="positive") for t in pos[:n_per_class]]
+    rows += [Example(input=t, target="negative", label="negative") for t in neg[:n_per_class]]
+    return Task(name="tiny-sentiment", kind="classification", examples=rows)
