@@ -12,20 +12,29 @@ def backend():
     return tiny_backend()
 
 
-def test_auto_keeps_the_best_validation_choice(backend):
-    from tailorlm.methods.selection import best_adapter
+def test_auto_ranks_templates_by_gold_logprob_then_chooses_calibration(backend):
+    from tailorlm.engine.evaluate import label_scores
     from tailorlm.methods.prompt_adapter import PromptAdapter
+    from tailorlm.methods.selection import best_adapter
     from tailorlm.methods.templates import CLASSIFICATION
 
     task = sentiment_task(8)
     log = []
     candidates = [PromptAdapter("prompt_template", None, task, t) for t in CLASSIFICATION.values()]
     chosen = best_adapter(backend, candidates, task, "auto", log)
-    assert len(log) == 2 * len(CLASSIFICATION)  # each template, with and without calibration
-    best = max(row["val_score"] for row in log)
-    first_best = next(r for r in log if r["val_score"] == best)
-    assert (chosen.template.name, chosen.bias is not None) == \
-        (first_best["template"], first_best["calibrated"])
+    assert len(log) == len(CLASSIFICATION)
+    best = max(log, key=lambda r: r["gold_logprob"])  # max() keeps the first of ties
+    assert chosen.template.name == best["template"]
+    # by hand: normalised log-probability of the gold label, averaged
+    raw = label_scores(backend, PromptAdapter("p", None, task, chosen.template), task)
+    gold = [task.labels.index(e.label) for e in task.examples]
+    norm = raw - np.logaddexp.reduce(raw, axis=1, keepdims=True)
+    assert norm[np.arange(len(gold)), gold].mean() == pytest.approx(best["gold_logprob"])
+    # calibration kept only if it raised accuracy on the same examples
+    plain_acc = (raw.argmax(1) == gold).mean()
+    chosen_acc = (chosen.adjust(raw).argmax(1) == gold).mean()
+    assert chosen_acc >= plain_acc
+    assert (chosen.bias is not None) == (chosen_acc > plain_acc)
     fitted = get_method("prompt_template").fit(backend, task, None, PromptTemplateConfig(), seed=0)
     assert fitted.template.name == chosen.template.name
 

@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     for module in (compare, models):
         module.add_parser(commands)
     args = parser.parse_args(argv)
+    _quiet_libraries()
     try:
         return args.run(args) or 0
     except TailorError as e:
@@ -32,6 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tailor: interrupted; finished runs are kept in results.jsonl", file=sys.stderr)
         return 130
+
+
+def _quiet_libraries() -> None:
+    """transformers' per-load progress bars and notices are noise next to our own progress."""
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
 
 
 if __name__ == "__main__":

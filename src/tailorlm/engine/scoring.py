@@ -28,8 +28,10 @@ import torch
 from tailorlm.engine.prompt import Prompt
 from tailorlm.models.backend import Backend
 
-# Rows of the label forward at once: B*L rows each hold a full copy of the prompt's cache.
+# Rows of the label forward at once: B*L rows each hold a full copy of the prompt's cache, so
+# rows x context length is bounded (about 46 kB per cached token for SmolLM2 in float32).
 MAX_LABEL_ROWS = 256
+MAX_LABEL_ROW_TOKENS = 32_768
 
 
 @torch.inference_mode()
@@ -91,7 +93,8 @@ def _score_batch(backend, shared_cache, n_shared, own_ids, labels, on_tokens) ->
 
     # Later label tokens: each (query, label) pair is a row continuing from the query's cache.
     own_lens = own_mask.sum(-1)  # (B,)
-    per_chunk = max(1, MAX_LABEL_ROWS // B)
+    rows = min(MAX_LABEL_ROWS, MAX_LABEL_ROW_TOKENS // (n_shared + T))
+    per_chunk = max(1, rows // B)
     for l0 in range(0, L, per_chunk):
         chunk = labels[l0:l0 + per_chunk]
         C = len(chunk)

@@ -4,7 +4,8 @@
 
 Selection (`selection`):
   random    k training examples at random
-  balanced  the same number from every class (k rounded down to a multiple of the class count)
+  balanced  the same number from every class (k rounded down to a multiple of the class count;
+            with fewer demonstrations than classes, k classes at random, one example each)
   cover     every class at least once, the rest at random (k grows to the class count if smaller)
   similar   the k nearest training examples to each query (TF-IDF cosine): per-query prompts
 Demonstration order is fixed by the seed. With fixed demonstrations the engine computes their
@@ -61,8 +62,11 @@ def pick_demos(pool: list[Example], k: int, selection: str, labels: list[str],
     if selection == "random" or not labels:
         picked = list(rng.choice(len(pool), min(k, len(pool)), replace=False))
     elif selection == "balanced":
-        per = max(1, k // len(labels))
-        picked = [i for lab in labels if lab in by_label
+        present = [lab for lab in labels if lab in by_label]
+        if k < len(present):
+            present = [present[i] for i in sorted(rng.choice(len(present), k, replace=False))]
+        per = max(1, k // len(present))
+        picked = [i for lab in present
                   for i in rng.choice(by_label[lab], min(per, len(by_label[lab])), replace=False)]
     else:  # cover
         picked = [int(rng.choice(by_label[lab])) for lab in labels if lab in by_label]

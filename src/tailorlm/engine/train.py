@@ -1,0 +1,350 @@
+"""The one training loop: every trainable method (soft prompt, prefix, LoRA, full) runs through it.
+
+The loop does not know which method it trains. A method hands it a `Trainable`: the parameters to
+update, their state dict, and a `loss(batch)`, in which the method puts its virtual tokens, prefix
+or adapters in front of the frozen (or not) base model and calls `lm_loss.target_loss`.
+
+It reads top to bottom in the order it runs:
+
+    config ─► batches (length-bucketed, seeded by (seed, epoch)) ─► AdamW + warmup/decay schedule
+           ─► resume from the newest verified checkpoint, or seed and start fresh
+           ─► loop: micro-batches ─► backward ─► clip ─► step ─► log ─► evaluate ─► checkpoint
+           ─► restore the best checkpoint (by the validation metric, higher is better)
+
+A killed run resumed with `resume=True` ends bit-equal to one that was never killed (CPU, fp32):
+the batch order is a pure function of (seed, epoch), and a checkpoint holds everything else a step
+reads: weights, optimizer and scheduler state, every RNG, and the position in the epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Protocol
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from tailorlm.engine import checkpoint
+from tailorlm.errors import TailorError
+
+log = logging.getLogger(__name__)
+
+SCHEDULES = ("linear", "cosine", "constant")
+Row = tuple[list[int], list[int]]  # (token ids, target mask): see lm_loss.encode_example
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 3
+    batch_size: int = 8  # rows per forward pass; a step sees batch_size * grad_accum rows
+    grad_accum: int = 1  # forward passes per optimizer step: a bigger step in the same memory
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.1  # share of all steps during which lr rises linearly from 0
+    schedule: str = "linear"  # after warmup: "linear" to 0, "cosine" to 0, or "constant"
+    max_grad_norm: float = 1.0  # clip the global gradient norm to this; 0 = no clipping
+    seed: int = 0
+    eval_every: int = 0  # steps between evaluations; 0 = at the end of each epoch
+    patience: int = 0  # stop after this many evaluations without a new best; 0 = never stop early
+    bf16: bool | str = "auto"  # bfloat16 autocast; "auto" = where the hardware computes it natively
+    checkpoint_every: int = 0  # steps between checkpoints; 0 = at the end of each epoch
+    log_every: int = 1  # steps between lines of train_log.jsonl
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "grad_accum", "log_every"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise TailorError(f"{name} must be a whole number of at least 1, not {getattr(self, name)!r}")
+        for name in ("eval_every", "patience", "checkpoint_every", "seed"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise TailorError(f"{name} must be a whole number of at least 0, not {getattr(self, name)!r}")
+        if not self.lr > 0:
+            raise TailorError(f"lr must be above 0 (try 1e-3 for prompts, 1e-4 for LoRA), not {self.lr!r}")
+        if self.weight_decay < 0 or self.max_grad_norm < 0:
+            raise TailorError("weight_decay and max_grad_norm must be 0 or more (max_grad_norm 0 = no clipping)")
+        if not 0 <= self.warmup_ratio < 1:
+            raise TailorError(f"warmup_ratio is a share of the steps: use 0 <= ratio < 1, not {self.warmup_ratio!r}")
+        if self.schedule not in SCHEDULES:
+            raise TailorError(f"schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}")
+        if self.bf16 not in ("auto", True, False):
+            raise TailorError(f"bf16 must be 'auto', true or false, not {self.bf16!r}")
+
+
+class Trainable(Protocol):
+    """What a method hands the loop. Nothing here says which method it is."""
+
+    def parameters(self) -> Iterable[torch.nn.Parameter]: ...  # what the optimizer updates
+    def state_dict(self) -> dict[str, torch.Tensor]: ...  # the trainable weights only
+    def load_state_dict(self, sd: dict[str, torch.Tensor]) -> None: ...
+    def loss(self, batch: Batch) -> tuple[torch.Tensor, int]: ...  # (mean over targets, count)
+    def train(self, mode: bool) -> None: ...  # dropout on or off
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor  # (B, T) right-padded with the pad id
+    attention_mask: torch.Tensor  # (B, T) 1 on real tokens
+    target_mask: torch.Tensor  # (B, T) 1 on the tokens to predict
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.target_mask)))
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    best_metric: float | None
+    best_step: int | None
+    losses: list[float] = field(default_factory=list)  # mean target-token loss of each step
+    tokens_seen: int = 0  # non-pad input tokens through the model
+    seconds: float = 0.0  # wall time, summed over a killed run and its resumes
+    stopped_early: bool = False
+
+
+def collate(rows: list[Row], pad_id: int = 0) -> Batch:
+    T = max(len(ids) for ids, _ in rows)
+    input_ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), T), dtype=torch.long)
+    target_mask = torch.zeros((len(rows), T), dtype=torch.long)
+    for b, (ids, mask) in enumerate(rows):
+        input_ids[b, :len(ids)] = torch.tensor(ids)
+        attention_mask[b, :len(ids)] = 1
+        target_mask[b, :len(ids)] = torch.tensor(mask)
+    return Batch(input_ids, attention_mask, target_mask)
+
+
+def epoch_batches(lengths: list[int], batch_size: int, grad_accum: int, seed: int,
+                  epoch: int) -> list[list[list[int]]]:
+    """Row indices of each step of one epoch, split into its micro-batches: [step][micro][row].
+
+    Shuffle, sort by length within windows of 50 steps' worth of rows (rows of similar length share
+    a batch, so little padding, while order stays random at the scale of the epoch), cut into steps,
+    shuffle the steps (else each window would run short-to-long). A pure function of its arguments:
+    a resumed run rebuilds the same epoch and skips the steps already taken.
+    """
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(len(lengths), generator=g).tolist()
+    per_step = batch_size * grad_accum
+    window = 50 * per_step
+    order = [i for w in range(0, len(order), window)
+             for i in sorted(order[w:w + window], key=lambda i: lengths[i])]
+    steps = [order[s:s + per_step] for s in range(0, len(order), per_step)]
+    steps = [steps[k] for k in torch.randperm(len(steps), generator=g).tolist()]
+    return [[step[m:m + batch_size] for m in range(0, len(step), batch_size)] for step in steps]
+
+
+def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
+    """Multiplier of the peak lr at `step` (0-based), as transformers' get_*_schedule_with_warmup:
+    linear rise from 0 over `warmup` steps, then linear or cosine decay to 0 at `total`, or flat."""
+    if step < warmup:
+        return step / max(1, warmup)
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    if schedule == "cosine":
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+    return max(0.0, 1.0 - progress)
+
+
+def use_bf16(setting: bool | str) -> bool:
+    if setting != "auto":
+        return bool(setting)
+    from tailorlm.models.load import best_dtype  # reads the CPU flags (AVX512-BF16, AMX) or the GPU
+
+    return best_dtype() == torch.bfloat16
+
+
+def train(trainable: Trainable, train_rows: list[Row], *, config: TrainConfig, out_dir: Path,
+          evaluate: Callable[[], float] | None = None, fingerprint: str, resume: bool = False,
+          progress: bool = True, pad_id: int = 0) -> TrainResult:
+    """Train `trainable` on `train_rows`; checkpoints and train_log.jsonl go under `out_dir`.
+
+    `evaluate()` returns a validation metric, higher is better; with it, the best checkpoint's
+    weights are loaded back into `trainable` at the end. `fingerprint` is the caller's hash of the
+    data and method config: resuming a checkpoint made with another one is refused.
+    """
+    if not train_rows:
+        raise TailorError("no training rows: give the method a non-empty training split")
+    out_dir = Path(out_dir)
+    ckpt_root, log_path = out_dir / "checkpoints", out_dir / "train_log.jsonl"
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    # -- plan: every epoch has the same number of steps
+    lengths = [len(ids) for ids, _ in train_rows]
+    steps_per_epoch = math.ceil(len(train_rows) / (config.batch_size * config.grad_accum))
+    total_steps = steps_per_epoch * config.epochs
+    warmup = math.ceil(config.warmup_ratio * total_steps)
+
+    # -- optimizer and schedule; master weights stay float32, autocast only computes in bf16
+    params = [p for p in trainable.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the trainable has no parameters that require grad")
+    device = params[0].device
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, warmup, total_steps, config.schedule))
+    bf16 = use_bf16(config.bf16)
+
+    # -- resume from the newest verified checkpoint, or seed every RNG and start fresh
+    state = {"step": 0, "best_metric": None, "best_step": None, "bad_evals": 0, "stopped_early": False,
+             "tokens_seen": 0, "seconds": 0.0, "losses": []}
+    checkpoint.remove_temps(ckpt_root)
+    found = checkpoint.latest(ckpt_root) if resume else None
+    if found is not None:
+        tensors, saved = checkpoint.read(found)
+        _check_same_run(saved, config, fingerprint, len(train_rows), out_dir)
+        trainable.load_state_dict(tensors["trainable"])
+        optimizer.load_state_dict(checkpoint.unflatten_optimizer(tensors["optimizer"], saved["optimizer"]))
+        scheduler.load_state_dict(saved["scheduler"])
+        checkpoint.set_rng_state(tensors["rng"], saved["rng"])
+        state = {k: saved[k] for k in state}
+        log.info("resuming from %s (step %d of %d)", found, state["step"], total_steps)
+    else:
+        if resume:
+            log.info("no complete checkpoint under %s: starting from step 0", ckpt_root)
+        elif checkpoint.steps(ckpt_root):
+            raise TailorError(f"{out_dir} holds checkpoints of an earlier run: pass --resume to "
+                              f"continue it, or choose a new --out")
+        random.seed(config.seed)
+        np.random.seed(config.seed)
+        torch.manual_seed(config.seed)
+    _truncate_log(log_path, state["step"])  # drop lines a killed run wrote after its checkpoint
+
+    # -- the loop
+    step = state["step"]
+    t0 = time.perf_counter() - state["seconds"]
+    bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
+               disable=not progress or not sys.stderr.isatty())
+    trainable.train(True)
+    batches, batches_epoch = None, -1
+    while step < total_steps and not state["stopped_early"]:
+        epoch, position = divmod(step, steps_per_epoch)
+        if batches_epoch != epoch:
+            batches = epoch_batches(lengths, config.batch_size, config.grad_accum, config.seed, epoch)
+            batches_epoch = epoch
+
+        # Backward on the *sum* of token losses of every micro-batch, then divide the gradients by
+        # the step's target count: the same gradient as one batch holding all the rows, however
+        # the targets fall between micro-batches.
+        optimizer.zero_grad(set_to_none=True)
+        loss_sum, n_sum = 0.0, 0
+        for rows in batches[position]:
+            batch = collate([train_rows[i] for i in rows], pad_id).to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss, n = trainable.loss(batch)
+            if n:
+                (loss * n).backward()
+            loss_sum += loss.item() * n
+            n_sum += n
+            state["tokens_seen"] += int(batch.attention_mask.sum())
+        for p in params:
+            if p.grad is not None:
+                p.grad.div_(max(n_sum, 1))
+        if config.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        step_loss = loss_sum / max(n_sum, 1)
+        state["losses"].append(step_loss)
+        bar.update(1)
+        bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}")
+
+        # Evaluate on schedule and after the last step, so the final weights can be the best.
+        end_of_epoch = position == steps_per_epoch - 1
+        due = step % config.eval_every == 0 if config.eval_every else end_of_epoch
+        metric, new_best = None, False
+        if evaluate is not None and (due or step == total_steps):
+            trainable.train(False)
+            with torch.no_grad():
+                metric = float(evaluate())
+            trainable.train(True)
+            if state["best_metric"] is None or metric > state["best_metric"]:
+                state["best_metric"], state["best_step"], state["bad_evals"] = metric, step, 0
+                new_best = True
+            else:
+                state["bad_evals"] += 1
+                state["stopped_early"] = 0 < config.patience <= state["bad_evals"]
+
+        state["step"], state["seconds"] = step, time.perf_counter() - t0
+        if step % config.log_every == 0 or metric is not None or step == total_steps:
+            record = {"step": step, "epoch": epoch, "loss": step_loss, "lr": lr,
+                      "tokens": state["tokens_seen"], "seconds": round(state["seconds"], 3)}
+            if metric is not None:
+                record["eval"] = metric
+            with open(log_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+        ckpt_due = step % config.checkpoint_every == 0 if config.checkpoint_every else end_of_epoch
+        if ckpt_due or new_best or state["stopped_early"] or step == total_steps:
+            _save(ckpt_root, step, trainable, optimizer, scheduler, state, config, fingerprint,
+                  len(train_rows), log_path)
+    bar.close()
+    trainable.train(False)
+
+    # -- the best weights, not the last, are what the method keeps
+    if evaluate is not None and state["best_step"] is not None and state["best_step"] != step:
+        tensors, _ = checkpoint.read(checkpoint.step_dir(ckpt_root, state["best_step"]))
+        trainable.load_state_dict(tensors["trainable"])
+    return TrainResult(steps=step, best_metric=state["best_metric"], best_step=state["best_step"],
+                       losses=list(state["losses"]), tokens_seen=state["tokens_seen"],
+                       seconds=state["seconds"], stopped_early=state["stopped_early"])
+
+
+def _save(root, step, trainable, optimizer, scheduler, state, config, fingerprint, n_rows,
+          log_path) -> None:
+    _fsync_file(log_path)  # the log must hold every step the checkpoint covers
+    opt_tensors, opt_meta = checkpoint.flatten_optimizer(optimizer.state_dict())
+    rng_tensors, rng_meta = checkpoint.rng_state()
+    saved = {**state, "config": asdict(config), "fingerprint": fingerprint, "n_rows": n_rows,
+             "optimizer": opt_meta, "scheduler": scheduler.state_dict(), "rng": rng_meta}
+    checkpoint.write(root, step, {"trainable": trainable.state_dict(), "optimizer": opt_tensors,
+                                  "rng": rng_tensors}, saved)
+    best = {state["best_step"]} if state["best_step"] is not None else set()
+    checkpoint.prune(root, step, keep_last=2, keep=best)
+
+
+def _check_same_run(saved: dict, config: TrainConfig, fingerprint: str, n_rows: int,
+                    out_dir: Path) -> None:
+    """Refuse to continue a checkpoint made from other data, method config or training config."""
+    diffs = [f"{k}: {v!r} in the checkpoint, {asdict(config)[k]!r} now"
+             for k, v in saved["config"].items() if asdict(config).get(k) != v]
+    if saved["fingerprint"] != fingerprint:
+        diffs.insert(0, "the data or method config (fingerprint "
+                        f"{saved['fingerprint'][:12]} in the checkpoint, {fingerprint[:12]} now)")
+    if saved["n_rows"] != n_rows:
+        diffs.append(f"training rows: {saved['n_rows']} in the checkpoint, {n_rows} now")
+    if diffs:
+        raise TailorError(f"cannot resume {out_dir}: {'; '.join(diffs)}. Use a new --out to start "
+                          f"this run fresh, or drop --resume")
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep the log lines of steps <= step, so a resumed run's log equals an uninterrupted one's."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line + "\n")
+        except (ValueError, KeyError, TypeError):  # a line torn by the kill
+            pass
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text("".join(kept))
+    os.replace(tmp, path)
+
+
+def _fsync_file(path: Path) -> None:
+    if path.exists():
+        with open(path, "rb+") as f:
+            os.fsync(f.fileno())
