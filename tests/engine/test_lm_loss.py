@@ -39,7 +39,8 @@ def test_matches_full_logits(backend):
     batch = collate(rows(backend), pad_id=backend.tokenizer.pad_token_id)  # right-padded
     with torch.no_grad():
         got, n = target_loss(model, batch.input_ids, batch.attention_mask, batch.target_mask)
-        want, n_want = reference_loss(model, batch.input_ids, batch.attention_mask, batch.target_mask)
+        want, n_want = reference_loss(model, batch.input_ids, batch.attention_mask,
+                                      batch.target_mask)
     assert n == n_want == sum(sum(m) for _, m in rows(backend))
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
@@ -48,7 +49,8 @@ def test_matches_full_logits_with_inputs_embeds_and_positions(backend):
     model = backend.model
     batch = collate(rows(backend), pad_id=0)
     B, T = batch.input_ids.shape
-    virtual = torch.randn(B, 3, model.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    virtual = torch.randn(B, 3, model.config.hidden_size, generator=g)  # (B, 3, C)
     embeds = torch.cat([virtual, model.get_input_embeddings()(batch.input_ids)], 1)  # (B, 3+T, C)
     ids = torch.cat([torch.zeros(B, 3, dtype=torch.long), batch.input_ids], 1)
     attn = torch.cat([torch.ones(B, 3, dtype=torch.long), batch.attention_mask], 1)

@@ -34,8 +34,12 @@ class SoftPrompt:
     def __init__(self, model, n_virtual: int = 4, dropout: float = 0.1, seed: int = 0):
         self.model = model.requires_grad_(False)
         g = torch.Generator().manual_seed(seed)
-        self.prompt = torch.nn.Parameter(torch.randn(n_virtual, model.config.hidden_size, generator=g))
-        self.dropout, self.training, self.sleep = dropout, False, 0.0
+        C = model.config.hidden_size
+        self.prompt = torch.nn.Parameter(torch.randn(n_virtual, C, generator=g))  # (V, C)
+        self.dropout, self.training = dropout, False
+        self.sleep = 0.0  # seconds each loss() waits: lets the SIGKILL test catch a run mid-way
+        self.calls = 0  # loss() calls: a resumed run makes fewer
+        self.autocast_seen = None  # whether the last loss() ran under CPU autocast
 
     def parameters(self):
         return [self.prompt]
@@ -52,6 +56,8 @@ class SoftPrompt:
 
     def loss(self, batch: Batch):
         time.sleep(self.sleep)
+        self.calls += 1
+        self.autocast_seen = torch.is_autocast_enabled("cpu")
         B, V = batch.input_ids.shape[0], self.prompt.shape[0]
         prompt = F.dropout(self.prompt, self.dropout, self.training).expand(B, V, -1)  # (B, V, C)
         embeds = torch.cat([prompt, self.model.get_input_embeddings()(batch.input_ids)], 1)
@@ -64,7 +70,12 @@ class SoftPrompt:
 def make_backend():
     from helpers import tiny_backend
 
-    return tiny_backend()
+    backend = tiny_backend()
+    # The random tiny model's logits are nearly flat (std ~0.1), so no prompt could move its loss;
+    # a sharper head gives the virtual tokens something to steer.
+    with torch.no_grad():
+        backend.model.lm_head.weight.mul_(30)
+    return backend
 
 
 def make_rows(backend):
@@ -79,13 +90,16 @@ def config(**overrides) -> TrainConfig:
     return TrainConfig(**{**base, **overrides})
 
 
-def run(out_dir, *, resume=False, sleep=0.0, backend=None, **overrides):
+def run(out_dir, *, resume=False, sleep=0.0, dropout=0.1, evaluate=None,
+        fingerprint=FINGERPRINT, **overrides):
+    """Train the toy soft prompt; `evaluate(trainable)` -> metric, if given. (trainable, result)"""
     torch.set_num_threads(1)  # same reduction order in the subprocess and in pytest
-    backend = backend or make_backend()
-    trainable = SoftPrompt(backend.model)
+    backend = make_backend()
+    trainable = SoftPrompt(backend.model, dropout=dropout)
     trainable.sleep = sleep
-    result = train(trainable, make_rows(backend), config=config(**overrides), out_dir=Path(out_dir),
-                   fingerprint=FINGERPRINT, resume=resume, progress=False,
+    result = train(trainable, make_rows(backend), config=config(**overrides),
+                   out_dir=Path(out_dir), fingerprint=fingerprint, resume=resume, progress=False,
+                   evaluate=(lambda: evaluate(trainable)) if evaluate else None,
                    pad_id=backend.tokenizer.pad_token_id)
     return trainable, result
 

@@ -68,7 +68,8 @@ def read(path: Path) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
     """The tensor groups and state of a checkpoint folder, after checking every hash."""
     files = verified_files(path)
     if files is None:
-        raise ValueError(f"{path} is not a complete checkpoint (its COMPLETE marker or a hash fails)")
+        raise ValueError(f"{path} is not a complete checkpoint: no COMPLETE marker, or a hash "
+                         f"does not match")
     tensors = {name.removesuffix(".safetensors"): st_load(data)
                for name, data in files.items() if name.endswith(".safetensors")}
     return tensors, json.loads(files["state.json"])
@@ -153,7 +154,8 @@ def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
         tensors.update({f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
     version, internal, gauss = random.getstate()
     np_state = np.random.get_state(legacy=False)
-    np_state["state"] = {"key": np_state["state"]["key"].tolist(), "pos": int(np_state["state"]["pos"])}
+    key, pos = np_state["state"]["key"], np_state["state"]["pos"]
+    np_state["state"] = {"key": key.tolist(), "pos": int(pos)}
     return tensors, {"python": [version, list(internal), gauss], "numpy": np_state}
 
 
@@ -171,8 +173,8 @@ def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
 
 
 def _own_storage(group: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """CPU tensors that each own their storage: safetensors refuses tensors sharing memory (tied
-    weights, views), and copying only those keeps a full fine-tune's checkpoint from doubling RAM."""
+    """CPU tensors that each own their storage. safetensors refuses tensors that share memory
+    (tied weights, views); copying only those keeps a full fine-tune's save from doubling RAM."""
     out, seen = {}, set()
     for key, value in group.items():
         value = value.detach().cpu().contiguous()

@@ -30,8 +30,8 @@ def target_loss(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     """Mean cross-entropy over target tokens, and how many there were.
 
     `model` is a transformers causal LM (`get_decoder()` and `get_output_embeddings()`). All of
-    input_ids, attention_mask and target_mask are (B, T). When `inputs_embeds` (B, T, C) is given the
-    model reads it instead of the ids, and `input_ids` supplies only the labels: a method that
+    input_ids, attention_mask and target_mask are (B, T). When `inputs_embeds` (B, T, C) is given
+    the model reads it instead of the ids, and `input_ids` supplies only the labels: a method that
     prepends virtual tokens puts any id there with target_mask 0. `cache` (a key/value prefix) and
     `position_ids` pass straight to the decoder; then attention_mask covers prefix + T, as usual.
     A batch with no target tokens returns a zero loss that still has a graph (backward is a no-op).
@@ -59,7 +59,8 @@ def target_loss(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     return F.cross_entropy(logits.float(), labels), n
 
 
-def encode_example(backend: Backend, prompt_text: str, target_text: str) -> tuple[list[int], list[int]]:
+def encode_example(backend: Backend, prompt_text: str,
+                   target_text: str) -> tuple[list[int], list[int]]:
     """Token ids of prompt + target + EOS, and a mask that is 1 on the target and EOS tokens.
 
     Prompt and target are tokenized apart, as at scoring time (engine/scoring.py), so the target's

@@ -8,7 +8,7 @@ It reads top to bottom in the order it runs:
 
     config ─► batches (length-bucketed, seeded by (seed, epoch)) ─► AdamW + warmup/decay schedule
            ─► resume from the newest verified checkpoint, or seed and start fresh
-           ─► loop: micro-batches ─► backward ─► clip ─► step ─► log ─► evaluate ─► checkpoint
+           ─► loop: micro-batches ─► backward ─► clip ─► step ─► evaluate ─► log ─► checkpoint
            ─► restore the best checkpoint (by the validation metric, higher is better)
 
 A killed run resumed with `resume=True` ends bit-equal to one that was never killed (CPU, fp32):
@@ -60,20 +60,24 @@ class TrainConfig:
     log_every: int = 1  # steps between lines of train_log.jsonl
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "grad_accum", "log_every"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise TailorError(f"{name} must be a whole number of at least 1, not {getattr(self, name)!r}")
-        for name in ("eval_every", "patience", "checkpoint_every", "seed"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                raise TailorError(f"{name} must be a whole number of at least 0, not {getattr(self, name)!r}")
+        least = {"epochs": 1, "batch_size": 1, "grad_accum": 1, "log_every": 1, "eval_every": 0,
+                 "patience": 0, "checkpoint_every": 0, "seed": 0}
+        for name, low in least.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise TailorError(f"{name} must be a whole number of at least {low}, "
+                                  f"not {value!r}")
         if not self.lr > 0:
-            raise TailorError(f"lr must be above 0 (try 1e-3 for prompts, 1e-4 for LoRA), not {self.lr!r}")
+            raise TailorError(f"lr must be above 0 (e.g. 1e-3 for a soft prompt), not {self.lr!r}")
         if self.weight_decay < 0 or self.max_grad_norm < 0:
-            raise TailorError("weight_decay and max_grad_norm must be 0 or more (max_grad_norm 0 = no clipping)")
+            raise TailorError("weight_decay and max_grad_norm must be 0 or more "
+                              "(max_grad_norm 0 turns clipping off)")
         if not 0 <= self.warmup_ratio < 1:
-            raise TailorError(f"warmup_ratio is a share of the steps: use 0 <= ratio < 1, not {self.warmup_ratio!r}")
+            raise TailorError(f"warmup_ratio is a share of all steps: give 0 <= ratio < 1, "
+                              f"not {self.warmup_ratio!r}")
         if self.schedule not in SCHEDULES:
-            raise TailorError(f"schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}")
+            raise TailorError(f"schedule must be one of {', '.join(SCHEDULES)}, "
+                              f"not {self.schedule!r}")
         if self.bf16 not in ("auto", True, False):
             raise TailorError(f"bf16 must be 'auto', true or false, not {self.bf16!r}")
 
@@ -95,7 +99,8 @@ class Batch:
     target_mask: torch.Tensor  # (B, T) 1 on the tokens to predict
 
     def to(self, device: torch.device) -> Batch:
-        return Batch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.target_mask)))
+        return Batch(self.input_ids.to(device), self.attention_mask.to(device),
+                     self.target_mask.to(device))
 
 
 @dataclass
@@ -194,15 +199,16 @@ def train(trainable: Trainable, train_rows: list[Row], *, config: TrainConfig, o
     bf16 = use_bf16(config.bf16)
 
     # -- resume from the newest verified checkpoint, or seed every RNG and start fresh
-    state = {"step": 0, "best_metric": None, "best_step": None, "bad_evals": 0, "stopped_early": False,
-             "tokens_seen": 0, "seconds": 0.0, "losses": []}
+    state = {"step": 0, "best_metric": None, "best_step": None, "bad_evals": 0,
+             "stopped_early": False, "tokens_seen": 0, "seconds": 0.0, "losses": []}
     checkpoint.remove_temps(ckpt_root)
     found = checkpoint.latest(ckpt_root) if resume else None
     if found is not None:
         tensors, saved = checkpoint.read(found)
         _check_same_run(saved, config, fingerprint, len(train_rows), out_dir)
         trainable.load_state_dict(tensors["trainable"])
-        optimizer.load_state_dict(checkpoint.unflatten_optimizer(tensors["optimizer"], saved["optimizer"]))
+        optimizer.load_state_dict(
+            checkpoint.unflatten_optimizer(tensors["optimizer"], saved["optimizer"]))
         scheduler.load_state_dict(saved["scheduler"])
         checkpoint.set_rng_state(tensors["rng"], saved["rng"])
         state = {k: saved[k] for k in state}
@@ -228,8 +234,9 @@ def train(trainable: Trainable, train_rows: list[Row], *, config: TrainConfig, o
     while step < total_steps and not state["stopped_early"]:
         epoch, position = divmod(step, steps_per_epoch)
         if batches_epoch != epoch:
-            batches = epoch_batches(lengths, config.batch_size, config.grad_accum, config.seed, epoch)
             batches_epoch = epoch
+            batches = epoch_batches(lengths, config.batch_size, config.grad_accum, config.seed,
+                                    epoch)
 
         # Backward on the *sum* of token losses of every micro-batch, then divide the gradients by
         # the step's target count: the same gradient as one batch holding all the rows, however
@@ -292,7 +299,7 @@ def train(trainable: Trainable, train_rows: list[Row], *, config: TrainConfig, o
     trainable.train(False)
 
     # -- the best weights, not the last, are what the method keeps
-    if evaluate is not None and state["best_step"] is not None and state["best_step"] != step:
+    if state["best_step"] is not None and state["best_step"] != step:
         tensors, _ = checkpoint.read(checkpoint.step_dir(ckpt_root, state["best_step"]))
         trainable.load_state_dict(tensors["trainable"])
     return TrainResult(steps=step, best_metric=state["best_metric"], best_step=state["best_step"],

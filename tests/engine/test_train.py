@@ -1,0 +1,225 @@
+"""The training loop, on a toy soft prompt over a frozen tiny Llama (see train_worker.py)."""
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+import train_worker as worker  # noqa: E402
+from tailorlm.engine import checkpoint  # noqa: E402
+from tailorlm.engine.train import TrainConfig, epoch_batches, lr_factor  # noqa: E402
+from tailorlm.errors import TailorError  # noqa: E402
+
+WORKER = Path(worker.__file__)
+TOTAL_STEPS = 15  # 18 rows, 4 rows a step -> 5 steps an epoch, 3 epochs
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted run with a checkpoint after every step: what every resume must equal."""
+    out = tmp_path_factory.mktemp("reference")
+    trainable, result = worker.run(out)
+    return out, trainable.state_dict(), result
+
+
+def log_without_time(out: Path) -> list[dict]:
+    lines = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in line.items() if k != "seconds"} for line in lines]
+
+
+def assert_same_as_reference(out, trainable, result, reference):
+    ref_out, ref_state, ref_result = reference
+    for name, tensor in ref_state.items():
+        assert torch.equal(trainable.state_dict()[name], tensor), name
+    assert result.losses == ref_result.losses
+    assert result.tokens_seen == ref_result.tokens_seen
+    assert log_without_time(out) == log_without_time(ref_out)
+
+
+def test_loss_decreases(tmp_path):
+    _, result = worker.run(tmp_path, epochs=8, lr=0.5, checkpoint_every=0)
+    first, last = np.mean(result.losses[:5]), np.mean(result.losses[-5:])
+    assert result.steps == 40 and len(result.losses) == 40
+    assert last < first - 0.2, (first, last)
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["step-000035", "step-000040"]
+
+
+def test_schedule_warmup_then_decay(tmp_path):
+    assert [lr_factor(s, 2, 12, "linear") for s in (0, 1, 2, 7, 12)] == [0.0, 0.5, 1.0, 0.5, 0.0]
+    assert lr_factor(7, 2, 12, "cosine") == pytest.approx(0.5, abs=1e-12)
+    assert lr_factor(12, 2, 12, "cosine") == 0.0
+    assert [lr_factor(s, 2, 12, "constant") for s in (1, 2, 12)] == [0.5, 1.0, 1.0]
+    # In a run: 15 steps, warmup ceil(0.1 * 15) = 2; a log line's lr is the one its step used.
+    worker.run(tmp_path, lr=0.3, checkpoint_every=0)
+    lrs = [line["lr"] for line in log_without_time(tmp_path)]
+    want = [0.3 * (s / 2 if s < 2 else (15 - s) / 13) for s in range(15)]
+    assert lrs == pytest.approx(want, rel=1e-12, abs=1e-15)
+
+
+def test_grad_accum_equals_one_big_batch(tmp_path):
+    big, r_big = worker.run(tmp_path / "big", batch_size=8, grad_accum=1, dropout=0.0)
+    acc, r_acc = worker.run(tmp_path / "acc", batch_size=4, grad_accum=2, dropout=0.0)
+    assert r_big.steps == r_acc.steps == 9  # ceil(18 / 8) = 3 steps an epoch
+    torch.testing.assert_close(acc.state_dict()["prompt"], big.state_dict()["prompt"],
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(r_acc.losses, r_big.losses, rtol=1e-5)
+
+
+def test_epoch_batches_deterministic_and_cover_every_row():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3, 60, size=203).tolist()
+    a = epoch_batches(lengths, batch_size=4, grad_accum=2, seed=7, epoch=1)
+    assert a == epoch_batches(lengths, batch_size=4, grad_accum=2, seed=7, epoch=1)
+    assert a != epoch_batches(lengths, batch_size=4, grad_accum=2, seed=7, epoch=2)
+    assert a != epoch_batches(lengths, batch_size=4, grad_accum=2, seed=8, epoch=1)
+    rows = [i for step in a for micro in step for i in micro]
+    assert sorted(rows) == list(range(203))
+    assert len(a) == math.ceil(203 / 8)
+    assert all(len(step) <= 2 and all(len(m) <= 4 for m in step) for step in a)
+    # One window (203 <= 50 * 8 rows): the steps are slices of one length-sorted order.
+    spans = sorted((min(lengths[i] for m in s for i in m), max(lengths[i] for m in s for i in m))
+                   for s in a)
+    assert all(hi <= next_lo for (_, hi), (next_lo, _) in zip(spans, spans[1:]))
+
+
+def test_early_stopping_restores_best(tmp_path):
+    metrics = iter([0.1, 0.5, 0.3, 0.2, 0.9, 0.9])
+    seen = {}
+
+    def evaluate(trainable):
+        seen[len(seen) + 1] = trainable.state_dict()["prompt"]
+        return next(metrics)
+
+    trainable, result = worker.run(tmp_path, evaluate=evaluate, eval_every=1, patience=2,
+                                   checkpoint_every=0)
+    assert result.stopped_early and result.steps == 4
+    assert (result.best_step, result.best_metric) == (2, 0.5)
+    assert torch.equal(trainable.state_dict()["prompt"], seen[2])
+    assert not torch.equal(seen[2], seen[4])
+    # Kept: the best, and the last two (written because the run stopped and because of the best).
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["step-000002", "step-000004"]
+    assert [line.get("eval") for line in log_without_time(tmp_path)] == [0.1, 0.5, 0.3, 0.2]
+    # Resuming a stopped run does not train on, and still hands back the best weights.
+    again, result2 = worker.run(tmp_path, resume=True, evaluate=evaluate, eval_every=1, patience=2,
+                                checkpoint_every=0)
+    assert result2.steps == 4 and result2.stopped_early
+    assert torch.equal(again.state_dict()["prompt"], seen[2])
+
+
+def test_bf16_autocast_close_to_fp32(tmp_path):
+    fp32, r32 = worker.run(tmp_path / "fp32", lr=0.5, checkpoint_every=0, bf16=False)
+    bf16, r16 = worker.run(tmp_path / "bf16", lr=0.5, checkpoint_every=0, bf16=True)
+    assert fp32.autocast_seen is False and bf16.autocast_seen is True
+    assert bf16.prompt.dtype == torch.float32  # master weights stay fp32
+    last32, last16 = np.mean(r32.losses[-5:]), np.mean(r16.losses[-5:])
+    assert abs(last16 - last32) / last32 < 0.02, (last32, last16)
+
+
+@pytest.mark.parametrize("kill_after", [2, 8])
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path, reference, kill_after):
+    proc = subprocess.Popen([sys.executable, str(WORKER), str(tmp_path), "--sleep", "0.1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    target = checkpoint.step_dir(tmp_path / "checkpoints", kill_after)
+    deadline = time.monotonic() + 60
+    try:
+        while not target.exists():
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "no checkpoint appeared"
+            time.sleep(0.005)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert not checkpoint.step_dir(tmp_path / "checkpoints", TOTAL_STEPS).exists()  # killed early
+
+    resumed_from = checkpoint.latest(tmp_path / "checkpoints")
+    assert int(resumed_from.name.removeprefix("step-")) >= kill_after
+    trainable, result = worker.run(tmp_path, resume=True)
+    assert trainable.calls == TOTAL_STEPS - int(resumed_from.name.removeprefix("step-"))
+    assert_same_as_reference(tmp_path, trainable, result, reference)
+    assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
+
+
+@pytest.mark.parametrize("damage", ["marker_missing", "file_truncated"])
+def test_torn_checkpoint_is_skipped(tmp_path, reference, damage):
+    shutil.copytree(reference[0], tmp_path, dirs_exist_ok=True)
+    root = tmp_path / "checkpoints"
+    assert checkpoint.steps(root) == [TOTAL_STEPS - 1, TOTAL_STEPS]
+    last = checkpoint.step_dir(root, TOTAL_STEPS)
+    # A finished-looking folder left by a save that never got renamed: never a candidate.
+    shutil.copytree(last, root / ".tmp-step-000016-99999")
+    if damage == "marker_missing":
+        (last / checkpoint.MARKER).unlink()
+    else:
+        data = (last / "trainable.safetensors").read_bytes()
+        (last / "trainable.safetensors").write_bytes(data[: len(data) // 2])
+    assert checkpoint.latest(root) == checkpoint.step_dir(root, TOTAL_STEPS - 1)
+
+    trainable, result = worker.run(tmp_path, resume=True)
+    assert trainable.calls == 1  # only the last step is redone
+    assert_same_as_reference(tmp_path, trainable, result, reference)
+    assert not list(root.glob(".tmp-*"))
+    assert checkpoint.latest(root) == last
+
+
+def test_latest_picks_newest_verified(tmp_path):
+    def write(step):
+        return checkpoint.write(tmp_path, step, {"trainable": {"w": torch.full((3,), float(step))}},
+                                {"step": step})
+
+    c100, c200, c300 = write(100), write(200), write(300)
+    (c200 / checkpoint.MARKER).unlink()
+    assert checkpoint.latest(tmp_path) == c300
+    with open(c300 / "state.json", "ab") as f:
+        f.write(b" ")  # any change to a file fails its hash
+    assert checkpoint.latest(tmp_path) == c100
+    tensors, state = checkpoint.read(c100)
+    assert state == {"step": 100}
+    assert torch.equal(tensors["trainable"]["w"], torch.full((3,), 100.0))
+    with pytest.raises(ValueError):
+        checkpoint.read(c200)
+    (tmp_path / ".tmp-step-000400-1").mkdir()
+    checkpoint.remove_temps(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"step-000{s}" for s in (100, 200, 300)]
+
+
+def test_resume_refuses_other_data_or_config(tmp_path, reference):
+    shutil.copytree(reference[0], tmp_path, dirs_exist_ok=True)
+    with pytest.raises(TailorError, match="fingerprint.*new --out.*drop --resume"):
+        worker.run(tmp_path, resume=True, fingerprint="other-data")
+    with pytest.raises(TailorError, match=r"lr: 0\.05 in the checkpoint, 0\.1 now"):
+        worker.run(tmp_path, resume=True, lr=0.1)
+    with pytest.raises(TailorError, match="--resume"):
+        worker.run(tmp_path, resume=False)
+
+
+def test_resume_without_checkpoint_starts_fresh(tmp_path, reference):
+    trainable, result = worker.run(tmp_path, resume=True)
+    assert_same_as_reference(tmp_path, trainable, result, reference)
+
+
+def test_config_validates_itself():
+    with pytest.raises(TailorError, match="schedule must be one of"):
+        TrainConfig(schedule="step")
+    with pytest.raises(TailorError, match="batch_size"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(TailorError, match="warmup_ratio"):
+        TrainConfig(warmup_ratio=1.5)
