@@ -60,3 +60,11 @@ def test_token_count(backend):
 def test_empty_query_refused(backend):
     with pytest.raises(ValueError, match="must not be empty"):
         score_labels(backend, [Prompt("x", "")], [" dog"])
+
+
+def test_unshared_prefix_gives_the_same_ids_and_scores(backend):
+    prompts = [Prompt("Q: the cat", t) for t in TEXTS]  # "cat" + text: a split mid-word
+    shared = score_labels(backend, prompts, MULTI, batch_size=2)
+    unshared = score_labels(backend, prompts, MULTI, batch_size=2, share_prefix=False)
+    np.testing.assert_allclose(shared, unshared, atol=1e-4)
+    np.testing.assert_allclose(unshared, reference_scores(backend, prompts, MULTI), atol=1e-4)

@@ -87,7 +87,8 @@ def run_comparison(backend: Backend, train: Task, test: Task, runs: list[Run], o
         _emit(on_event, "start", i, len(runs), run, None)
         shots = k_per_class(train, run.k, run.seed) if run.k else train
         with CostMeter() as fit_cost:
-            adapter = spec.fit(backend, shots, val, config, seed=run.seed)
+            adapter = spec.fit(backend, shots, val, config, seed=run.seed,
+                               work_dir=out / "work" / run.slug, resume=True)
         result = evaluate(backend, adapter, test, metric=metric, seed=run.seed)
         adapter_dir = out / "adapters" / run.slug
         card = {"base_model": backend.identity, "base_model_sha256": backend.sha256,

@@ -42,7 +42,7 @@ def label_scores(backend: Backend, adapter, task: Task, on_tokens=None,
     from tailorlm.engine.scoring import score_labels
 
     prompts = [adapter.prompt(e) for e in task.examples]
-    logprobs = score_labels(backend, prompts, adapter.continuations(task),
+    logprobs = score_labels(adapter.bind(backend), prompts, adapter.continuations(task),
                             batch_size=batch_size, on_tokens=on_tokens)
     return adapter.adjust(logprobs)
 
@@ -55,7 +55,7 @@ def predict(backend: Backend, adapter, task: Task, on_tokens=None,
     from tailorlm.engine.generate import generate
 
     prompts = [adapter.prompt(e) for e in task.examples]
-    return generate(backend, prompts, stop=adapter.stop, batch_size=batch_size,
+    return generate(adapter.bind(backend), prompts, stop=adapter.stop, batch_size=batch_size,
                     on_tokens=on_tokens)
 
 

@@ -36,10 +36,12 @@ MAX_LABEL_ROW_TOKENS = 32_768
 
 @torch.inference_mode()
 def score_labels(backend: Backend, prompts: list[Prompt], continuations: list[str], *,
-                 batch_size: int = 16, on_tokens=None) -> np.ndarray:
+                 batch_size: int = 16, on_tokens=None, share_prefix: bool = True) -> np.ndarray:
     """Sum of log-probabilities of each continuation after each prompt: shape (N, L), float64.
 
     `on_tokens(n)` is called with the number of tokens each forward pass processes (cost meter).
+    `share_prefix=False` recomputes each prompt's shared part with its own (same token ids): the
+    baseline the prefix cache is measured against.
     """
     model, encode = backend.model, backend.encode
     labels = [encode(c) for c in continuations]
@@ -48,7 +50,7 @@ def score_labels(backend: Backend, prompts: list[Prompt], continuations: list[st
     scores = np.zeros((len(prompts), len(labels)), dtype=np.float64)
     groups: dict[str, list[int]] = defaultdict(list)
     for i, p in enumerate(prompts):
-        groups[p.shared].append(i)
+        groups[p.shared if share_prefix else ""].append(i)
     for shared, idxs in groups.items():
         shared_ids = encode(shared) if shared else []
         shared_cache = None
@@ -57,7 +59,8 @@ def score_labels(backend: Backend, prompts: list[Prompt], continuations: list[st
                         logits_to_keep=1)
             shared_cache = out.cache
             _count(on_tokens, len(shared_ids))
-        own = {i: encode(prompts[i].own) for i in idxs}
+        own = {i: (encode(prompts[i].shared) if not share_prefix and prompts[i].shared else [])
+               + encode(prompts[i].own) for i in idxs}
         if any(len(own[i]) == 0 for i in idxs):
             raise ValueError("Prompt.own must not be empty: it ends right before the answer")
         order = sorted(idxs, key=lambda i: len(own[i]))  # similar lengths together: less padding
@@ -92,12 +95,16 @@ def _score_batch(backend, shared_cache, n_shared, own_ids, labels, on_tokens) ->
         return scores.cpu().numpy()
 
     # Later label tokens: each (query, label) pair is a row continuing from the query's cache.
+    # Labels go in chunks of similar token length, so a chunk pads only to its own longest label.
     own_lens = own_mask.sum(-1)  # (B,)
     rows = min(MAX_LABEL_ROWS, MAX_LABEL_ROW_TOKENS // (n_shared + T))
     per_chunk = max(1, rows // B)
-    for l0 in range(0, L, per_chunk):
-        chunk = labels[l0:l0 + per_chunk]
+    longer = sorted((l for l in range(L) if len(labels[l]) > 1), key=lambda l: len(labels[l]))
+    for c0 in range(0, len(longer), per_chunk):
+        index = longer[c0:c0 + per_chunk]
+        chunk = [labels[l] for l in index]
         C = len(chunk)
+        M = max(len(ids) for ids in chunk)
         lab_in = torch.full((C, M - 1), pad, dtype=torch.long)
         lab_next = torch.zeros((C, M - 1), dtype=torch.long)
         lab_mask = torch.zeros((C, M - 1), dtype=torch.long)
@@ -117,7 +124,7 @@ def _score_batch(backend, shared_cache, n_shared, own_ids, labels, on_tokens) ->
         logp = torch.log_softmax(out.logits.float(), dim=-1)  # (B*C, M-1, V)
         nxt = lab_next.repeat(B, 1).to(device)
         tok = logp.gather(-1, nxt[..., None])[..., 0] * lab_mask.repeat(B, 1).to(device)
-        scores[:, l0:l0 + C] += tok.sum(-1).view(B, C).double().cpu()
+        scores[:, index] += tok.sum(-1).view(B, C).double().cpu()
     return scores.cpu().numpy()
 
 

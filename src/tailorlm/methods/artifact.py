@@ -4,8 +4,8 @@
     <dir>/card.json      provenance: base model identity and hash, data hash, metrics, costs,
                          tailorlm version, creation time
 
-Prompt methods hold only text, so `state` is all of them. Methods with weights (later issues) add
-PEFT-format files beside these. The folder is written aside (`.tmp-<name>-<pid>`), completed, then
+Prompt methods hold only text, so `state` is all of them. Methods with weights write them beside
+these in `adapter.save_files` (PEFT's format where one exists, safetensors always). The folder is written aside (`.tmp-<name>-<pid>`), completed, then
 renamed into place, so a reader never sees half an adapter.
 """
 
@@ -35,6 +35,7 @@ def save_adapter(adapter, directory: str | Path, card: dict) -> Path:
                "state": adapter.state()}
     full_card = {"method": adapter.method, "tailorlm_version": __version__,
                  "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **card}
+    adapter.save_files(tmp)
     for name, obj in ((ADAPTER_FILE, payload), (CARD_FILE, full_card)):
         with open(tmp / name, "w", encoding="utf-8") as f:
             json.dump(obj, f, indent=2, ensure_ascii=False)
@@ -57,7 +58,8 @@ def load_adapter(directory: str | Path):
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
         spec = get_method(payload["method"])
-        return spec.from_state(spec.config.from_dict(payload["config"]), payload["state"])
+        return spec.from_state(spec.config.from_dict(payload["config"]), payload["state"],
+                               Path(directory))
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise TailorError(f"{path} is damaged ({e}); re-create the adapter") from None
 

@@ -2,16 +2,20 @@
 
     spec = get_method("few_shot")
     config = spec.config.from_dict({"n_demos": 4})   # validates; errors say how to fix
-    adapter = spec.fit(backend, train, val, config, seed=0)
+    adapter = spec.fit(backend, train, val, config, seed=0, work_dir=None, resume=False)
+    adapter.bind(backend) -> Backend               # the model to run: base, LoRA-wrapped, tuned,
+                                                   # or with a virtual prefix (soft prompt, prefix)
     adapter.prompt(example) -> Prompt             # what the model reads (engine/prompt.py)
     adapter.continuations(task) -> [" positive", ...]   # the label texts scored after the prompt
     adapter.adjust(logprobs) -> scores              # e.g. contextual calibration; identity by default
-    adapter.save(folder); spec.load(folder)
+    save_adapter(adapter, folder)  -> adapter.json, card.json, + adapter.save_files(folder)
+    load_adapter(folder)           -> spec.from_state(config, state, folder)
 
 Nothing outside `methods/` asks which method it holds: the engine calls these and nothing else.
-Prompt methods change the text around the input. Methods that change the weights (later issues)
-return the same kind of adapter with their module state; the engine's shared-prefix cache is also
-where a soft prompt's virtual tokens or a prefix's key/values will enter.
+Prompt methods change the text around the input and bind to the base unchanged. Methods that
+learn bind to a backend that computes differently: LoRA and full fine-tuning swap the module;
+soft prompts and prefixes give the backend a virtual prefix, the key/values every prompt starts
+from, which the engine already shares across queries like a fixed instruction.
 """
 
 from __future__ import annotations
@@ -32,6 +36,10 @@ class Adapter(Protocol):
     method: str
     config: Any
 
+    def bind(self, backend: Backend) -> Backend: ...
+
+    def save_files(self, directory) -> None: ...
+
     def prompt(self, example: Example) -> Prompt: ...
 
     def continuations(self, task: Task) -> list[str]: ...
@@ -51,8 +59,8 @@ class Adapter(Protocol):
 class MethodSpec:
     name: str
     config: type  # a MethodConfig dataclass
-    fit: Callable[..., Adapter]  # fit(backend, train, val, config, *, seed) -> Adapter
-    from_state: Callable[[Any, dict], Adapter]  # (config, state) -> Adapter, for load()
+    fit: Callable[..., Adapter]  # fit(backend, train, val, config, *, seed, work_dir, resume)
+    from_state: Callable[..., Adapter]  # (config, state, folder) -> Adapter, for load_adapter
 
 
 class MethodConfig:

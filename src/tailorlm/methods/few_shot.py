@@ -79,7 +79,7 @@ def pick_demos(pool: list[Example], k: int, selection: str, labels: list[str],
 
 
 def fit(backend, train: Task, val: Task | None, config: FewShotConfig, *,
-        seed: int = 0) -> PromptAdapter:
+        seed: int = 0, work_dir=None, resume: bool = False) -> PromptAdapter:
     if len(train) < 2:
         raise TailorError("few_shot needs at least 2 training examples")
     if val is None or not len(val):
@@ -109,7 +109,7 @@ def fit(backend, train: Task, val: Task | None, config: FewShotConfig, *,
     return best_adapter(backend, candidates, judge, config.calibrate)
 
 
-def from_state(config: FewShotConfig, state: dict) -> PromptAdapter:
+def from_state(config: FewShotConfig, state: dict, directory=None) -> PromptAdapter:
     return PromptAdapter.from_state(NAME, config, state)
 
 

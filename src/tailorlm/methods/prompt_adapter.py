@@ -33,6 +33,12 @@ class PromptAdapter:
     n_similar: int = 0
     bias: np.ndarray | None = None  # contextual-calibration log p_cf, (L,)
 
+    def bind(self, backend):
+        return backend  # text only: the base model computes as it is
+
+    def save_files(self, directory) -> None:
+        pass  # everything is in state()
+
     def prompt(self, example: Example) -> Prompt:
         if self.n_similar:
             return self.template.prompt(self.task, example, self._nearest(example.input),

@@ -33,7 +33,7 @@ class PromptTemplateConfig(MethodConfig):
 
 
 def fit(backend, train: Task, val: Task | None, config: PromptTemplateConfig, *,
-        seed: int = 0) -> PromptAdapter:
+        seed: int = 0, work_dir=None, resume: bool = False) -> PromptAdapter:
     """Choose the template (and calibration) on `val`, or on `train` when there is none:
     zero-shot learns nothing else from the data, so the training examples are fair judges."""
     judge = validation_subset(val if val is not None and len(val) else train, seed)
@@ -48,7 +48,7 @@ def fit(backend, train: Task, val: Task | None, config: PromptTemplateConfig, *,
     return best_adapter(backend, candidates, judge, config.calibrate)
 
 
-def from_state(config: PromptTemplateConfig, state: dict) -> PromptAdapter:
+def from_state(config: PromptTemplateConfig, state: dict, directory=None) -> PromptAdapter:
     return PromptAdapter.from_state(NAME, config, state)
 
 

@@ -7,7 +7,8 @@ so an artifact records which base it was made on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Callable
 
 import torch
 
@@ -21,6 +22,17 @@ class Backend:
     tokenizer: object
     path: str  # the local folder the weights were loaded from
     dtype: torch.dtype = torch.float32
+    # Key/values that come before any text: a soft prompt's virtual tokens run through the model,
+    # or a prefix-tuning adapter's learned per-layer key/values. Returns (cache for one row, its
+    # length in positions); the engine starts every prompt from it. None for a plain model.
+    virtual_prefix: Callable[[], tuple[object, int]] | None = None
+
+    def with_model(self, model: torch.nn.Module) -> "Backend":
+        """The same base identity computing with another module (LoRA-wrapped, fine-tuned)."""
+        return replace(self, model=model)
+
+    def with_virtual_prefix(self, fn: Callable[[], tuple[object, int]]) -> "Backend":
+        return replace(self, virtual_prefix=fn)
 
     @property
     def device(self) -> torch.device:

@@ -1,0 +1,148 @@
+"""What every method that learns shares: its training options, its rows, and its prompt.
+
+A trained method reads the same template as prompt_template (`Text: {text}\\nLabel:` unless told),
+without demonstrations, and learns to say the label's words (or the target text) after it:
+
+    rows:   [prompt ids][target ids][eos]       loss on the target and eos only
+    fit:    engine.train.train(trainable, rows, evaluate=validation accuracy, ...)
+
+A method supplies a `Trainable` (engine/train.py: its parameters and its loss on a batch) and an
+adapter class built on `TunedAdapter`, which gives it the prompt, the label continuations and the
+task; the method adds `bind` (how the backend computes with it), `save_files` and `state`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tailorlm.data.sample import split
+from tailorlm.data.task import Example, Task
+from tailorlm.engine.evaluate import quick_score
+from tailorlm.engine.prompt import Prompt
+from tailorlm.engine.train import TrainConfig, TrainResult, train
+from tailorlm.methods.contract import MethodConfig
+from tailorlm.methods.selection import validation_subset
+from tailorlm.methods.templates import Template, resolve
+from tailorlm.models.backend import Backend
+
+VAL_FRACTION = 0.25  # carved from the training data for early stopping when no --val is given
+
+
+@dataclass
+class TrainFields(MethodConfig):
+    """Training options every learning method has; each method sets its own `lr` default."""
+
+    epochs: int = 5
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.1
+    schedule: str = "linear"  # linear | cosine | constant
+    patience: int = 0  # evaluations without improvement before stopping; 0 = never
+    bf16: bool | str = "auto"  # bfloat16 autocast where the CPU/GPU computes it natively
+    template: str | dict = "text_label"  # the prompt the method learns to answer after
+
+    def validate(self) -> None:
+        self.train_config(seed=0)  # TrainConfig checks the values and says how to fix them
+
+    def train_config(self, seed: int) -> TrainConfig:
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size,
+                           grad_accum=self.grad_accum, lr=self.lr,
+                           weight_decay=self.weight_decay, warmup_ratio=self.warmup_ratio,
+                           schedule=self.schedule, patience=self.patience, bf16=self.bf16,
+                           seed=seed)
+
+
+@dataclass
+class TunedAdapter:
+    """Template prompting for trained methods; subclasses add bind, save_files, state."""
+
+    method: str
+    config: TrainFields
+    task: Task  # labels, verbalizer, description; no examples
+    template: Template
+    train_result: dict = field(default_factory=dict)
+
+    def prompt(self, example: Example) -> Prompt:
+        return self.template.prompt(self.task, example)
+
+    def continuations(self, task: Task) -> list[str]:
+        return self.template.continuations(task)
+
+    def adjust(self, logprobs: np.ndarray) -> np.ndarray:
+        return logprobs
+
+    @property
+    def stop(self) -> tuple[str, ...]:
+        return ("\n",)
+
+    def task_state(self) -> dict:
+        t = self.task
+        return {"task": {"name": t.name, "kind": t.kind, "labels": t.labels,
+                         "verbalizer": t.verbalizer, "description": t.description},
+                "template": {k: getattr(self.template, k) for k in
+                             ("name", "query", "answer", "instruction", "separator",
+                              "answer_space")},
+                "train_result": self.train_result}
+
+    @staticmethod
+    def parts_from_state(state: dict) -> tuple[Task, Template, dict]:
+        t = state["task"]
+        task = Task(name=t["name"], kind=t["kind"], examples=[], labels=t["labels"],
+                    verbalizer=t["verbalizer"], description=t["description"])
+        return task, Template(**state["template"]), state.get("train_result", {})
+
+
+def encode_rows(backend: Backend, template: Template, task: Task) -> list[tuple[list, list]]:
+    """(ids, target_mask) per example, tokenized as the engine reads it: shared, own, answer."""
+    eos = backend.tokenizer.eos_token_id
+    rows = []
+    for e in task.examples:
+        p = template.prompt(task, e)
+        prompt_ids = (backend.encode(p.shared) if p.shared else []) + backend.encode(p.own)
+        target_ids = backend.encode(template.answer_space + e.target) + [eos]
+        rows.append((prompt_ids + target_ids, [0] * len(prompt_ids) + [1] * len(target_ids)))
+    return rows
+
+
+def fit_trainable(backend: Backend, train_task: Task, val: Task | None, config: TrainFields,
+                  trainable, make_adapter, *, seed: int, work_dir=None,
+                  resume: bool = False) -> tuple[object, TrainResult]:
+    """Train `trainable` on the task; `make_adapter()` wraps its current weights as an adapter.
+
+    Without `val`, a quarter of the training data (stratified) is held out for early stopping and
+    for choosing the best checkpoint; that share is not trained on.
+    """
+    template = resolve(config.template, train_task)
+    if (val is None or not len(val)) and len(train_task) >= 8:
+        if train_task.kind == "classification":
+            train_task, val = split(train_task, VAL_FRACTION, seed)
+        else:
+            cut = int(len(train_task) * (1 - VAL_FRACTION))
+            train_task, val = (train_task.with_examples(train_task.examples[:cut]),
+                               train_task.with_examples(train_task.examples[cut:]))
+    judge = validation_subset(val, seed) if val is not None and len(val) else None
+    rows = encode_rows(backend, template, train_task)
+    fingerprint = hashlib.sha256(json.dumps(
+        [train_task.fingerprint(), config.to_dict(), backend.identity, backend.sha256],
+        sort_keys=True, default=str).encode()).hexdigest()
+    evaluate = None
+    if judge is not None:
+        evaluate = lambda: quick_score(backend, make_adapter(template), judge)  # noqa: E731
+    out_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="tailorlm-train-"))
+    result = train(trainable, rows, config=config.train_config(seed), out_dir=out_dir,
+                   evaluate=evaluate, fingerprint=fingerprint, resume=resume,
+                   pad_id=backend.tokenizer.pad_token_id or 0)
+    adapter = make_adapter(template)
+    adapter.train_result = {"steps": result.steps, "best_metric": result.best_metric,
+                            "best_step": result.best_step, "tokens_seen": result.tokens_seen,
+                            "train_seconds": result.seconds, "stopped_early": result.stopped_early,
+                            "n_train": len(train_task), "n_val": len(judge) if judge else 0}
+    return adapter, result
