@@ -55,3 +55,20 @@ def test_a_torn_last_line_is_ignored_and_closed(backend, tmp_path):
     lines = (tmp_path / RESULTS).read_text().splitlines()
     assert len(lines) == 3 and json.loads(lines[2])["method"] == "few_shot"
     assert len(read_results(tmp_path)) == 2
+
+
+def test_generation_task_scored_with_rouge_l(backend, tmp_path):
+    from tailorlm.data.task import Example, Task
+
+    rows = [Example(input=f"name[{n}], area[{a}]", target=f"{n} is in the {a}.",
+                    references=(f"{n} is in the {a}.", f"In the {a} is {n}."))
+            for n, a in [("Blue Spice", "city centre"), ("Alimentum", "riverside"),
+                         ("The Eagle", "city centre"), ("Zizzi", "riverside")]]
+    task = Task(name="tiny-e2e", kind="generation", examples=rows)
+    runs = [Run("prompt_template", {"template": "input_output"}),
+            Run("few_shot", {"n_demos": 1, "selection": "random", "n_candidates": 2,
+                             "template": "input_output"})]
+    out = run_comparison(backend, task, task, runs, tmp_path)
+    assert [r["metric"] for r in out] == ["rouge_l", "rouge_l"]
+    assert all(0.0 <= r["score"] <= 1.0 and r["n_eval"] == 4 for r in out)
+    assert out[1]["prompt_tokens_per_query"] > out[0]["prompt_tokens_per_query"]

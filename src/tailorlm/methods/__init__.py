@@ -1,6 +1,7 @@
 """Methods: one module per method, each registered under the one name used everywhere."""
 
 from tailorlm.methods import few_shot, prompt_template  # noqa: F401  (registers them)
+from tailorlm.methods import full, lora  # noqa: F401
 from tailorlm.methods.contract import Adapter, MethodConfig, MethodSpec
 from tailorlm.methods.registry import METHODS, get_method
 

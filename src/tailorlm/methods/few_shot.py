@@ -90,9 +90,9 @@ def fit(backend, train: Task, val: Task | None, config: FewShotConfig, *,
         pool_task = train
     judge = validation_subset(val, seed)
     task = train.with_examples([])
-    if config.template == "auto":
+    if config.template == "auto":  # prompt_template's zero-shot choice, on the same examples
         zero_shot = prompt_template.PromptTemplateConfig(template="auto", calibrate="off")
-        template = prompt_template.fit(backend, pool_task, judge, zero_shot, seed=seed).template
+        template = prompt_template.fit(backend, train, None, zero_shot, seed=seed).template
     else:
         template = resolve(config.template, train)
     pool = list(pool_task.examples)

@@ -45,7 +45,16 @@ def fit(backend, train: Task, val: Task | None, config: PromptTemplateConfig, *,
     candidates = [PromptAdapter(NAME, config, task, t) for t in templates]
     if len(candidates) == 1 and config.calibrate == "off":
         return candidates[0]
-    return best_adapter(backend, candidates, judge, config.calibrate)
+    # few_shot asks for the same zero-shot choice: in one process it is made once
+    key = (id(backend.model), backend.sha256, judge.fingerprint(), tuple(templates),
+           config.calibrate)
+    if key not in _CHOICES:
+        _CHOICES[key] = best_adapter(backend, candidates, judge, config.calibrate)
+    chosen = _CHOICES[key]
+    return PromptAdapter(NAME, config, task, chosen.template, bias=chosen.bias)
+
+
+_CHOICES: dict = {}  # (model, judge data, candidates, calibrate) -> chosen adapter
 
 
 def from_state(config: PromptTemplateConfig, state: dict, directory=None) -> PromptAdapter:

@@ -1,0 +1,222 @@
+"""lora: low-rank adapters beside the frozen linear layers (Hu et al. 2021, arXiv:2106.09685).
+
+Every targeted linear layer W (out x in) stays frozen; a low-rank update trains beside it:
+
+    h = W x + (alpha / r) * B (A x)        A: (r, in), random;  B: (out, r), zeros at the start
+
+so the adapted model starts out as the base. Only A and B train: for SmolLM2-135M at r=8 on the
+seven projections of every layer, 2.4M of 134.5M parameters (1.8%); the artifact is ~10 MB.
+
+PEFT does the work (injecting, saving, loading, merging); this module wires it to the engine. The
+artifact is a PEFT adapter folder that PEFT, vLLM and LoRAX load as it is, written to their rules
+(shared/notes/peft-adapter-format.md 4.4-4.5): r in {1, 8, 16, 32, 64, 128, 256}, bias "none", no
+DoRA, no modules_to_save, `base_model_name_or_path` = the base's hub id:
+
+    <dir>/adapter_config.json  adapter_model.safetensors   (+ adapter.json, card.json)
+
+The base Backend's module is never changed, because a comparison runs several methods on it: LoRA
+wraps a copy whose frozen weights share the base's memory (PEFT only reads them), and `merge`,
+which does write into the weights, works on a full copy.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import peft
+import torch
+from peft import PeftModel
+
+from tailorlm.data.task import Task
+from tailorlm.errors import TailorError
+from tailorlm.methods.contract import MethodSpec
+from tailorlm.methods.module_trainable import ModuleTrainable, optimizer_bytes
+from tailorlm.methods.registry import register
+from tailorlm.methods.trainable import TrainFields, TunedAdapter, fit_trainable
+from tailorlm.models.backend import Backend
+
+NAME = "lora"
+# vLLM's --max-lora-rank accepts only these (and 320, 512); LoRAX serves the same. Other ranks
+# train fine but could not be served, so they are refused up front.
+RANKS = (1, 8, 16, 32, 64, 128, 256)
+ATTENTION_AND_MLP = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+CONFIG_FILE, WEIGHTS_FILE = "adapter_config.json", "adapter_model.safetensors"
+ADAPTER_NAME = "default"  # PEFT strips it from the saved tensor names
+
+
+@dataclass
+class LoraConfig(TrainFields):
+    # 1e-3, above the usual 2e-4: B starts at zero, and a few dozen examples give only tens of
+    # optimizer steps, in which 2e-4 barely moves the model off the base. Small data fits in few
+    # steps; lower it (2e-4..5e-4) for thousands of examples or when validation loss jumps about.
+    lr: float = 1e-3
+    r: int = 8  # rank of each update: 8 is plenty for one task; 16-64 for harder generation
+    alpha: int = 16  # the update is scaled by alpha / r: 2.0 here
+    dropout: float = 0.05  # on the input of A, while training only
+    # Layer names (suffixes) to adapt, or "all-linear" (every linear layer but the LM head).
+    target_modules: list[str] | str = field(default_factory=lambda: list(ATTENTION_AND_MLP))
+
+    def validate(self) -> None:
+        super().validate()
+        if self.r not in RANKS or isinstance(self.r, bool):
+            raise TailorError(f"r must be one of {', '.join(map(str, RANKS))} (the ranks vLLM and "
+                              f"LoRAX can serve), not {self.r!r}; r: 8 suits most tasks")
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) \
+                or self.alpha <= 0:
+            raise TailorError(f"alpha must be a number above 0 (the update is scaled by alpha/r; "
+                              f"2*r is usual), not {self.alpha!r}")
+        if not 0 <= self.dropout < 1:
+            raise TailorError(f"dropout is a probability: give 0 <= dropout < 1 (0.05 is usual), "
+                              f"not {self.dropout!r}")
+        if isinstance(self.target_modules, str) and self.target_modules != "all-linear":
+            self.target_modules = [m.strip() for m in self.target_modules.split(",") if m.strip()]
+        if not (self.target_modules == "all-linear" or (
+                isinstance(self.target_modules, list) and self.target_modules
+                and all(isinstance(m, str) and m for m in self.target_modules))):
+            raise TailorError(f"target_modules must be a list of layer names (e.g. "
+                              f"{','.join(ATTENTION_AND_MLP)}) or 'all-linear', "
+                              f"not {self.target_modules!r}")
+
+
+def peft_config(config: LoraConfig, identity: str) -> peft.LoraConfig:
+    """PEFT's config for our options, restricted to what vLLM and LoRAX accept."""
+    return peft.LoraConfig(r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
+                           target_modules=copy.copy(config.target_modules), bias="none",
+                           use_dora=False, modules_to_save=None, task_type="CAUSAL_LM",
+                           base_model_name_or_path=identity)
+
+
+def frozen_view(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of `model` whose parameters are new, frozen Parameters over the same memory.
+
+    PEFT swaps modules inside the copy's tree and freezes its parameters; the original keeps its
+    modules and flags, and its weights cost no memory twice. Nothing may write into the copy's
+    weights: merging uses `copy.deepcopy` instead.
+    """
+    memo = {id(p): torch.nn.Parameter(p.detach(), requires_grad=False)
+            for p in model.parameters()}  # tied weights: one Parameter, one entry, still tied
+    return copy.deepcopy(model, memo)
+
+
+def wrap(base: torch.nn.Module, cfg: peft.LoraConfig) -> PeftModel:
+    """`base` (a copy: PEFT changes it in place) with fresh LoRA layers, seeded by the caller."""
+    cfg = copy.deepcopy(cfg)
+    # PEFT overwrites the name with the module's own (none for ours), warning if one was set.
+    identity, cfg.base_model_name_or_path = cfg.base_model_name_or_path, None
+    try:
+        model = peft.get_peft_model(base, cfg)
+    except ValueError as e:
+        if "not found in the base model" in str(e) or "Target module" in str(e):
+            raise TailorError(f"target_modules {cfg.target_modules} match no layer of this model: "
+                              f"name its linear layers (e.g. q_proj,v_proj) or use all-linear"
+                              ) from None
+        raise
+    model.peft_config[ADAPTER_NAME].base_model_name_or_path = identity
+    return model
+
+
+@dataclass
+class LoraAdapter(TunedAdapter):
+    identity: str = ""  # the base's hub id, written into adapter_config.json
+    directory: Path | None = None  # a loaded adapter's folder: its weights are read at bind
+    peft_model: PeftModel | None = field(default=None, repr=False)  # the fitted or bound model
+    base_id: int | None = None  # id() of the base module peft_model wraps a view of
+
+    def bind(self, backend: Backend) -> Backend:
+        if self.peft_model is None or self.base_id != id(backend.model):
+            self.peft_model = self._wrap_weights(frozen_view(backend.model))
+            self.base_id = id(backend.model)
+        # The transformers model inside PeftModel holds the injected layers and keeps the
+        # transformers forward signature (cache=, logits_to_keep=) the engine calls.
+        return backend.with_model(self.peft_model.base_model.model.eval())
+
+    def merge(self, backend: Backend) -> torch.nn.Module:
+        """The base with B A folded into each W: a plain transformers model, no PEFT layers."""
+        merged = self._wrap_weights(copy.deepcopy(backend.model)).merge_and_unload()
+        return merged.eval()
+
+    def _wrap_weights(self, base: torch.nn.Module) -> PeftModel:
+        """`base` with this adapter's LoRA weights: from memory if held, else from the folder."""
+        if self.peft_model is not None:
+            model = wrap(base, self.peft_model.peft_config[ADAPTER_NAME])
+            weights = peft.get_peft_model_state_dict(self.peft_model, save_embedding_layers=False)
+            peft.set_peft_model_state_dict(model, weights)
+        else:
+            model = PeftModel.from_pretrained(base, self.directory)  # reads the .safetensors
+        return model.eval()
+
+    def save_files(self, directory) -> None:
+        directory = Path(directory)
+        if self.peft_model is None:  # loaded and never bound: the folder's files are the weights
+            for name in (CONFIG_FILE, WEIGHTS_FILE):
+                shutil.copyfile(self.directory / name, directory / name)
+            return
+        # PEFT also writes a README.md; only its two load-bearing files are kept.
+        with tempfile.TemporaryDirectory(dir=directory) as tmp:
+            self.peft_model.save_pretrained(tmp, save_embedding_layers=False)
+            for name in (CONFIG_FILE, WEIGHTS_FILE):
+                os.replace(Path(tmp) / name, directory / name)
+
+    @property
+    def trainable_params(self) -> int:
+        if self.peft_model is not None:
+            return sum(p.numel() for n, p in self.peft_model.named_parameters() if "lora_" in n)
+        return int(self.train_result.get("trainable_params", 0))
+
+    def state(self) -> dict:
+        return {**self.task_state(), "identity": self.identity}
+
+
+def fit(backend: Backend, train: Task, val: Task | None, config: LoraConfig, *, seed: int = 0,
+        work_dir=None, resume: bool = False) -> LoraAdapter:
+    with torch.random.fork_rng():  # A's random init, seeded without touching the global RNG
+        torch.manual_seed(seed)
+        model = wrap(frozen_view(backend.model), peft_config(config, backend.identity))
+    trainable = ModuleTrainable(model.base_model.model)  # only the lora_A/lora_B require grad
+    task = train.with_examples([])
+
+    def make_adapter(template):
+        return LoraAdapter(NAME, config, task, template, identity=backend.identity,
+                           peft_model=model, base_id=id(backend.model))
+
+    adapter, _ = fit_trainable(backend, train, val, config, trainable, make_adapter, seed=seed,
+                               work_dir=work_dir, resume=resume)
+    adapter.train_result.update(trainable_params=trainable.n_params,
+                                optimizer_bytes=optimizer_bytes(trainable.n_params))
+    return adapter
+
+
+def from_state(config: LoraConfig, state: dict, directory=None) -> LoraAdapter:
+    if directory is None or not (Path(directory) / WEIGHTS_FILE).is_file():
+        raise TailorError(f"{directory} has no {WEIGHTS_FILE}: a LoRA adapter folder needs it "
+                          f"(weights are read as safetensors only); re-save the adapter")
+    task, template, train_result = TunedAdapter.parts_from_state(state)
+    return LoraAdapter(NAME, config, task, template, train_result, identity=state["identity"],
+                       directory=Path(directory))
+
+
+def export_merged(adapter: LoraAdapter, backend: Backend, out_dir) -> Path:
+    """Write the merged model as a transformers folder (safetensors + tokenizer), atomically."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise TailorError(f"{out_dir} exists and is not empty: choose a new folder")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out_dir.name}-", dir=out_dir.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the model folder it becomes is an ordinary one
+    try:
+        adapter.merge(backend).save_pretrained(tmp)  # transformers 5 writes safetensors only
+        backend.tokenizer.save_pretrained(tmp)
+        if out_dir.exists():
+            out_dir.rmdir()
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+register(MethodSpec(NAME, LoraConfig, fit, from_state))
