@@ -124,3 +124,21 @@ def test_generation_config_eos_list_stops_rows(backend):
 def test_empty_own_is_refused(backend):
     with pytest.raises(ValueError, match="own must not be empty"):
         generate(backend, [Prompt("the cat", "")])
+
+
+def test_virtual_prefix_generates_as_its_tokens_written_first(backend):
+    """A virtual prefix of real tokens' key/values generates as those words written first."""
+    text = "negative review : a bad film"
+    ids = backend.encode(text)
+
+    def virtual():
+        with torch.no_grad():
+            return backend.model(torch.tensor([ids]), use_cache=True).cache, len(ids)
+
+    out = generate(backend.with_virtual_prefix(virtual), PROMPTS, max_new_tokens=8, stop=(),
+                   batch_size=3)
+    # word-level tokens: "<text> <shared>" + own encodes to ids + shared ids + own ids
+    ref = [greedy_reference(backend, Prompt(f"{text} {p.shared}", p.own), 8, (), {2})
+           for p in PROMPTS]
+    assert out == [t for t, _ in ref]
+    assert out != generate(backend, PROMPTS, max_new_tokens=8, stop=(), batch_size=3)

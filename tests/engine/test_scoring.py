@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from helpers import reference_scores, tiny_backend
 from tailorlm.engine import scoring
@@ -68,3 +69,32 @@ def test_unshared_prefix_gives_the_same_ids_and_scores(backend):
     unshared = score_labels(backend, prompts, MULTI, batch_size=2, share_prefix=False)
     np.testing.assert_allclose(shared, unshared, atol=1e-4)
     np.testing.assert_allclose(unshared, reference_scores(backend, prompts, MULTI), atol=1e-4)
+
+
+def test_virtual_prefix_scores_as_its_tokens_written_first(backend):
+    """A virtual prefix holding real tokens' key/values (V positions) scores like those tokens as
+    text before every prompt, with and without shared parts, in any batch size."""
+    virtual_ids = backend.encode("Q: the cat sat")
+
+    def virtual():
+        with torch.no_grad():
+            out = backend.model(torch.tensor([virtual_ids]), use_cache=True)
+        return out.cache, len(virtual_ids)
+
+    bound = backend.with_virtual_prefix(virtual)
+    prompts = [Prompt("A: " if i % 2 else "", t) for i, t in enumerate(TEXTS)]
+    want = np.zeros((len(prompts), len(MULTI)))
+    with torch.no_grad():  # one forward per (prompt, label) over all the ids, written out
+        for i, p in enumerate(prompts):
+            shared = backend.encode(p.shared) if p.shared else []
+            ids = virtual_ids + shared + backend.encode(p.own)
+            for j, cont in enumerate(MULTI):
+                c = backend.encode(cont)
+                logits = backend.model(torch.tensor([ids + c])).logits[0].double()
+                logp = torch.log_softmax(logits, -1)
+                want[i, j] = sum(logp[len(ids) - 1 + t, c[t]].item() for t in range(len(c)))
+    for batch_size in (1, 3):
+        np.testing.assert_allclose(score_labels(bound, prompts, MULTI, batch_size=batch_size),
+                                   want, atol=1e-4)
+    np.testing.assert_allclose(score_labels(bound, prompts, MULTI, share_prefix=False), want,
+                               atol=1e-4)

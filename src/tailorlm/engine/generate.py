@@ -9,12 +9,14 @@ until the model emits end-of-sequence, the text so far contains a stop string (c
 the model and the prompt only. The loop is ours rather than `model.generate` so that it can start
 from the cache of a shared prefix, exactly as scoring does:
 
-    shared ids (1, S) ──► cache ──► expand to B rows ─► own ids (B, T), left-padded ──► y_1 (B,)
-                                                             cache' ─► y_1 (B', 1) ──► y_2 (B',) ...
+    [virtual prefix (1, V)] + shared ids (1, S) ─► cache ─► expand to B rows
+        ─► own ids (B, T), left-padded ─► y_1 (B,) ─► cache' + y_1 (B', 1) ─► y_2 (B',) ...
 
-Each decode step feeds one token per row still running (B' ≤ B: rows that stopped leave the batch
-and their cache) at position previous + 1, with a 1 appended to the attention mask. Positions are
-passed explicitly, so left padding inside a batch does not shift them.
+The virtual prefix (a soft prompt's or a prefix adapter's key/values; none for a plain model)
+comes first, as in scoring (`scoring.shared_prefix`). Each decode step feeds one token per row
+still running (B' ≤ B: rows that stopped leave the batch and their cache) at position previous + 1,
+with a 1 appended to the attention mask. Positions are passed explicitly, so left padding inside a
+batch does not shift them.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from collections import defaultdict
 import torch
 
 from tailorlm.engine.prompt import Prompt
-from tailorlm.engine.scoring import _count, _expand
+from tailorlm.engine.scoring import _count, _expand, shared_prefix
 from tailorlm.models.backend import Backend
 
 
@@ -37,26 +39,22 @@ def generate(backend: Backend, prompts: list[Prompt], *, max_new_tokens: int = 6
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-    model, encode = backend.model, backend.encode
+    encode = backend.encode
     texts = [""] * len(prompts)
     groups: dict[str, list[int]] = defaultdict(list)
     for i, p in enumerate(prompts):
         groups[p.shared].append(i)
+    virtual = backend.virtual_prefix() if backend.virtual_prefix is not None else None
     for shared, idxs in groups.items():
-        shared_ids = encode(shared) if shared else []
-        shared_cache = None
-        if shared_ids:
-            out = model(torch.tensor([shared_ids], device=backend.device), use_cache=True,
-                        logits_to_keep=1)
-            shared_cache = out.cache
-            _count(on_tokens, len(shared_ids))
+        shared_cache, n_shared = shared_prefix(backend, virtual, encode(shared) if shared else [],
+                                               on_tokens)
         own = {i: encode(prompts[i].own) for i in idxs}
         if any(len(own[i]) == 0 for i in idxs):
             raise ValueError("Prompt.own must not be empty: it ends right before the answer")
         order = sorted(idxs, key=lambda i: len(own[i]))  # similar lengths together: less padding
         for start in range(0, len(order), batch_size):
             batch = order[start:start + batch_size]
-            outs = _generate_batch(backend, shared_cache, len(shared_ids), [own[i] for i in batch],
+            outs = _generate_batch(backend, shared_cache, n_shared, [own[i] for i in batch],
                                    max_new_tokens, stop, on_tokens)
             for i, text in zip(batch, outs):
                 texts[i] = text.strip()

@@ -8,9 +8,15 @@ We never generate and parse. The expensive part is x, so it runs through the mod
 and every label continuation is scored from its key/value cache; the part of x that many queries
 share (instruction, fixed demonstrations) runs once per group of queries:
 
-    shared ids (1, S) ──► cache ──┬─ expand to B rows ─► own ids (B, T), left-padded ──► cache'
-                                  │                         └─ logits at last position: first label token
-                                  └─ cache' expanded to B*L rows ─► label ids (B*L, M-1) ─► later label tokens
+    virtual prefix (1, V) + shared ids (1, S) ─► cache ─┬─ expand to B rows ─► own ids (B, T),
+                                                        │     left-padded ─► cache', and logits at
+                                                        │     the last position: 1st label token
+                                                        └─ cache' expanded to B*L rows
+                                                              ─► label ids (B*L, M-1): later tokens
+
+The virtual prefix is the key/values that a soft prompt or a prefix adapter puts before any text
+(`Backend.virtual_prefix`, V positions; none for a plain model). Every group starts from a copy
+of it and its shared ids continue at position V, so below n_shared = V + S counts both.
 
 Only the first M-1 tokens of each label need a forward pass (the last one is only predicted), so
 single-token label sets (sst2's " positive"/" negative") cost one forward per batch of queries.
@@ -43,7 +49,7 @@ def score_labels(backend: Backend, prompts: list[Prompt], continuations: list[st
     `share_prefix=False` recomputes each prompt's shared part with its own (same token ids): the
     baseline the prefix cache is measured against.
     """
-    model, encode = backend.model, backend.encode
+    encode = backend.encode
     labels = [encode(c) for c in continuations]
     if any(len(ids) == 0 for ids in labels):
         raise ValueError("a label continuation encodes to no tokens")
@@ -51,14 +57,10 @@ def score_labels(backend: Backend, prompts: list[Prompt], continuations: list[st
     groups: dict[str, list[int]] = defaultdict(list)
     for i, p in enumerate(prompts):
         groups[p.shared if share_prefix else ""].append(i)
+    virtual = backend.virtual_prefix() if backend.virtual_prefix is not None else None
     for shared, idxs in groups.items():
-        shared_ids = encode(shared) if shared else []
-        shared_cache = None
-        if shared_ids:
-            out = model(torch.tensor([shared_ids], device=backend.device), use_cache=True,
-                        logits_to_keep=1)
-            shared_cache = out.cache
-            _count(on_tokens, len(shared_ids))
+        shared_cache, n_shared = shared_prefix(backend, virtual, encode(shared) if shared else [],
+                                               on_tokens)
         own = {i: (encode(prompts[i].shared) if not share_prefix and prompts[i].shared else [])
                + encode(prompts[i].own) for i in idxs}
         if any(len(own[i]) == 0 for i in idxs):
@@ -66,9 +68,30 @@ def score_labels(backend: Backend, prompts: list[Prompt], continuations: list[st
         order = sorted(idxs, key=lambda i: len(own[i]))  # similar lengths together: less padding
         for start in range(0, len(order), batch_size):
             batch = order[start:start + batch_size]
-            scores[batch] = _score_batch(backend, shared_cache, len(shared_ids),
+            scores[batch] = _score_batch(backend, shared_cache, n_shared,
                                          [own[i] for i in batch], labels, on_tokens)
     return scores
+
+
+def shared_prefix(backend: Backend, virtual, shared_ids: list[int], on_tokens=None):
+    """(cache, n_shared): the key/values of the virtual prefix, if any, then `shared_ids`.
+
+    `virtual` is what `backend.virtual_prefix()` returned, (cache for one row, V), or None. It is
+    copied before the shared ids extend it, so one virtual cache serves every group. Without shared
+    ids the group's cache is the virtual cache itself (None for a plain model): `_expand` copies
+    it before any forward pass writes to it.
+    """
+    cache, n_virtual = virtual if virtual is not None else (None, 0)
+    if not shared_ids:
+        return cache, n_virtual
+    n_shared = n_virtual + len(shared_ids)
+    device = backend.device
+    out = backend.model(torch.tensor([shared_ids], device=device),
+                        attention_mask=torch.ones((1, n_shared), dtype=torch.long, device=device),
+                        position_ids=torch.arange(n_virtual, n_shared, device=device)[None],
+                        cache=copy.deepcopy(cache), use_cache=True, logits_to_keep=1)
+    _count(on_tokens, len(shared_ids))
+    return out.cache, n_shared
 
 
 def _score_batch(backend, shared_cache, n_shared, own_ids, labels, on_tokens) -> np.ndarray:
