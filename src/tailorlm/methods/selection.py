@@ -24,7 +24,7 @@ from tailorlm.methods.calibration import content_free_examples, label_bias
 from tailorlm.methods.prompt_adapter import PromptAdapter
 
 MAX_VAL = 200  # validation examples used for a choice: enough to rank, cheap to score
-LABEL_BUDGET = 4000  # examples x labels: each label's words are scored for each example
+LABEL_BUDGET = 1000  # examples x labels: each label's words are scored for each example
 
 
 def validation_subset(val: Task, seed: int) -> Task:

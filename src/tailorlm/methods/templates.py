@@ -100,6 +100,8 @@ def resolve(spec: str | dict, task: Task) -> Template:
             raise TailorError(f"bad template mapping ({e}); fields are query, answer, "
                               "instruction, separator, answer_space") from None
     builtins = builtin_templates(task)
+    if spec == "default":  # the kind's first built-in: what trained methods learn to answer after
+        return next(iter(builtins.values()))
     if spec in builtins:
         return builtins[spec]
     if "{text}" not in spec:

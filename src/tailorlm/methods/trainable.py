@@ -4,7 +4,7 @@ A trained method reads the same template as prompt_template (`Text: {text}\\nLab
 without demonstrations, and learns to say the label's words (or the target text) after it:
 
     rows:   [prompt ids][target ids][eos]       loss on the target and eos only
-    fit:    engine.train.train(trainable, rows, evaluate=validation accuracy, ...)
+    fit:    engine.train.train(trainable, rows, evaluate=validation gold log-prob, ...)
 
 A method supplies a `Trainable` (engine/train.py: its parameters and its loss on a batch) and an
 adapter class built on `TunedAdapter`, which gives it the prompt, the label continuations and the
@@ -23,7 +23,7 @@ import numpy as np
 
 from tailorlm.data.sample import split
 from tailorlm.data.task import Example, Task
-from tailorlm.engine.evaluate import quick_score
+from tailorlm.engine.evaluate import label_scores, quick_score
 from tailorlm.engine.prompt import Prompt
 from tailorlm.engine.train import TrainConfig, TrainResult, train
 from tailorlm.methods.contract import MethodConfig
@@ -47,7 +47,9 @@ class TrainFields(MethodConfig):
     schedule: str = "linear"  # linear | cosine | constant
     patience: int = 0  # evaluations without improvement before stopping; 0 = never
     bf16: bool | str = "auto"  # bfloat16 autocast where the CPU/GPU computes it natively
-    template: str | dict = "text_label"  # the prompt the method learns to answer after
+    # The prompt the method learns to answer after; "default" = the task kind's first built-in
+    # ("Text: {text}\nLabel:" or "Input: {text}\nOutput:"). Tuning makes the wording matter less.
+    template: str | dict = "default"
 
     def validate(self) -> None:
         self.train_config(seed=0)  # TrainConfig checks the values and says how to fix them
@@ -100,6 +102,22 @@ class TunedAdapter:
         return task, Template(**state["template"]), state.get("train_result", {})
 
 
+def validation_score(backend: Backend, adapter, val: Task) -> float:
+    """What early stopping and the best checkpoint go by; higher is better.
+
+    Classification: the mean log-probability of the gold label, normalised over the label set. A
+    few dozen validation rows make accuracy a coarse, often tied signal (ties keep the earliest
+    checkpoint); the gold log-probability moves with every step that helps. Generation: the task's
+    metric on greedy outputs.
+    """
+    if val.kind != "classification":
+        return quick_score(backend, adapter, val)
+    scores = label_scores(backend, adapter, val)
+    normalised = scores - np.logaddexp.reduce(scores, axis=1, keepdims=True)
+    gold = np.array([val.labels.index(e.label) for e in val.examples])
+    return float(normalised[np.arange(len(gold)), gold].mean())
+
+
 def encode_rows(backend: Backend, template: Template, task: Task) -> list[tuple[list, list]]:
     """(ids, target_mask) per example, tokenized as the engine reads it: shared, own, answer."""
     eos = backend.tokenizer.eos_token_id
@@ -135,7 +153,7 @@ def fit_trainable(backend: Backend, train_task: Task, val: Task | None, config: 
         sort_keys=True, default=str).encode()).hexdigest()
     evaluate = None
     if judge is not None:
-        evaluate = lambda: quick_score(backend, make_adapter(template), judge)  # noqa: E731
+        evaluate = lambda: validation_score(backend, make_adapter(template), judge)  # noqa: E731
     out_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="tailorlm-train-"))
     result = train(trainable, rows, config=config.train_config(seed), out_dir=out_dir,
                    evaluate=evaluate, fingerprint=fingerprint, resume=resume,
