@@ -3,6 +3,11 @@
 Classification: every label's verbalization is scored after the adapter's prompt
 (engine/scoring.py), the adapter adjusts the scores (e.g. calibration), and the arg-max label is the
 prediction. Generation: greedy decoding (engine/generate.py), scored against the references.
+
+An adapter that routes examples to parts of itself (a hybrid's per-variant adapters) offers
+`groups(task) -> [(name, adapter, indices)]`: each group is evaluated with its own adapter (its
+own binding, e.g. its own virtual prefix), the results are stitched back in task order, and
+`Evaluation.extra["groups"]` holds each group's score.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ class Evaluation:
     predictions: list[str]
     seconds: float
     tokens: int  # tokens the model processed
-    prompt_tokens_per_query: float  # what one query costs if served alone: shared + own
+    prompt_tokens_per_query: float  # positions one query reads: virtual + shared + own
     latency_ms_per_query: float
     peak_rss_mb: float
     extra: dict = field(default_factory=dict)
@@ -41,6 +46,12 @@ def label_scores(backend: Backend, adapter, task: Task, on_tokens=None,
     """(N, L) adjusted label scores of the adapter on the task's examples."""
     from tailorlm.engine.scoring import score_labels
 
+    if hasattr(adapter, "groups"):
+        scores = np.zeros((len(task), len(task.labels)))
+        for _, part, idx in adapter.groups(task):
+            scores[idx] = label_scores(backend, part, _subset(task, idx), on_tokens, batch_size)
+        return scores
+
     prompts = [adapter.prompt(e) for e in task.examples]
     logprobs = score_labels(adapter.bind(backend), prompts, adapter.continuations(task),
                             batch_size=batch_size, on_tokens=on_tokens)
@@ -54,6 +65,13 @@ def predict(backend: Backend, adapter, task: Task, on_tokens=None,
         return [task.labels[i] for i in scores.argmax(axis=1)]
     from tailorlm.engine.generate import generate
 
+    if hasattr(adapter, "groups"):
+        out: list[str] = [""] * len(task)
+        for _, part, idx in adapter.groups(task):
+            for i, text in zip(idx, predict(backend, part, _subset(task, idx), on_tokens,
+                                            batch_size)):
+                out[i] = text
+        return out
     prompts = [adapter.prompt(e) for e in task.examples]
     return generate(adapter.bind(backend), prompts, stop=adapter.stop, batch_size=batch_size,
                     on_tokens=on_tokens)
@@ -74,13 +92,27 @@ def evaluate(backend: Backend, adapter, task: Task, *, metric: str | None = None
     m = get_metric(name)
     score = m.fn(preds, refs)
     ci = bootstrap_ci(name, preds, refs, seed=seed)
-    prompt_tokens = [len(backend.encode(adapter.prompt(e).text)) for e in task.examples]
+    # A soft prompt's or prefix's virtual positions are read by every query too.
+    bound = adapter.bind(backend)
+    n_virtual = bound.virtual_prefix()[1] if bound.virtual_prefix is not None else 0
+    prompt_tokens = [n_virtual + len(backend.encode(adapter.prompt(e).text))
+                     for e in task.examples]
     n = len(task.examples)
+    extra = {}
+    if hasattr(adapter, "groups"):
+        extra["groups"] = {name: {"score": float(m.fn([preds[i] for i in idx],
+                                                      [refs[i] for i in idx])),
+                                  "n_eval": len(idx)}
+                           for name, _, idx in adapter.groups(task)}
     return Evaluation(metric=name, score=float(score), score_ci=(float(ci[0]), float(ci[1])),
                       n_eval=n, predictions=preds, seconds=meter.seconds, tokens=meter.tokens,
                       prompt_tokens_per_query=float(np.mean(prompt_tokens)),
                       latency_ms_per_query=1000.0 * meter.seconds / max(n, 1),
-                      peak_rss_mb=meter.peak_rss_mb)
+                      peak_rss_mb=meter.peak_rss_mb, extra=extra)
+
+
+def _subset(task: Task, indices: list[int]) -> Task:
+    return task.with_examples([task.examples[i] for i in indices])
 
 
 def _references(task: Task):
