@@ -72,3 +72,24 @@ def test_generation_task_scored_with_rouge_l(backend, tmp_path):
     assert [r["metric"] for r in out] == ["rouge_l", "rouge_l"]
     assert all(0.0 <= r["score"] <= 1.0 and r["n_eval"] == 4 for r in out)
     assert out[1]["prompt_tokens_per_query"] > out[0]["prompt_tokens_per_query"]
+
+
+def test_trained_and_hybrid_rows_carry_training_costs_and_variants(backend, tmp_path):
+    from tailorlm.data.task import Example
+
+    base = sentiment_task(4)
+    task = base.with_examples([Example(e.input, e.target, e.label,
+                                       extra={"client": ("acme", "globex")[i % 2]})
+                               for i, e in enumerate(base.examples)])
+    weight = {"epochs": 1, "batch_size": 4, "bf16": False}
+    runs = [Run("lora", weight),
+            Run("lora+few_shot", {"weight": weight, "variant_field": "client",
+                                  "input": {"n_demos": 2, "n_candidates": 1}})]
+    lora, hybrid = run_comparison(backend, task, task, runs, tmp_path)
+    for row in (lora, hybrid):
+        assert row["train_tokens"] > 0 and row["optimizer_bytes"] > 0
+        assert row["train_flops"] == 6 * row["total_params"] * row["train_tokens"]
+    assert "variants" not in lora
+    assert {k: v["n_eval"] for k, v in hybrid["variants"].items()} == {"acme": 4, "globex": 4}
+    assert all(0 <= v["score"] <= 1 and v["bytes"] > 0 for v in hybrid["variants"].values())
+    assert hybrid["one_lora_per_variant_bytes"] > hybrid["add_variant_bytes"]

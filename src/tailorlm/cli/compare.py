@@ -7,6 +7,8 @@ import time
 
 import yaml
 
+from tailorlm.cli.common import add_field_args, config_options, load_like, load_train
+
 DEFAULT_METHODS = "prompt_template,few_shot"
 
 
@@ -21,15 +23,7 @@ def add_parser(commands) -> None:
     data.add_argument("--train", help="training file: .jsonl, .csv, .tsv, .parquet or hf:NAME:split")
     data.add_argument("--test", help="test file, same format")
     data.add_argument("--val", help="validation file for choices (default: carved from --train)")
-    data.add_argument("--text-field")
-    data.add_argument("--label-field")
-    data.add_argument("--input-field", help="generation tasks: the input column")
-    data.add_argument("--target-field", help="generation tasks: the target column")
-    data.add_argument("--kind", choices=["classification", "generation"])
-    data.add_argument("--description", default="",
-                      help="what to decide, for templates (e.g. 'the sentiment of a movie review')")
-    data.add_argument("--verbalizer", action="append", default=[], metavar="LABEL=WORDS",
-                      help="the words the model should say for a label (repeatable)")
+    add_field_args(data)
     data.add_argument("--max-test", type=int, help="evaluate on the first N test rows only")
     run = p.add_argument_group("runs")
     run.add_argument("--model", default=None, help="catalog name, folder or hub id "
@@ -40,7 +34,10 @@ def add_parser(commands) -> None:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--metric", help="accuracy, macro_f1, exact_match, rouge_l or chrf")
     run.add_argument("--set", action="append", default=[], metavar="METHOD.OPTION=VALUE",
-                     help="a method option, e.g. few_shot.n_demos=8 (value parsed as YAML)")
+                     help="a method option, e.g. few_shot.n_demos=8 (value parsed as YAML); "
+                     "a hybrid's side: lora+soft_prompt.input.n_virtual=10")
+    run.add_argument("--variant-field", help="hybrids (WEIGHT+INPUT): the column that names a "
+                     "row's variant (e.g. client); one input side is fitted per value")
     p.add_argument("--out", required=True, help="folder for results.jsonl and adapters")
     p.set_defaults(run=run_command)
 
@@ -61,7 +58,7 @@ def method_configs(methods: list[str], settings: list[str]) -> dict[str, dict]:
 
 
 def load_data(args):
-    from tailorlm.data.load import load_builtin_task, load_task
+    from tailorlm.data.load import load_builtin_task
     from tailorlm.errors import TailorError
 
     if args.task:
@@ -69,21 +66,10 @@ def load_data(args):
         return train, test, None
     if not (args.train and args.test):
         raise TailorError("give --train and --test files, or a built-in --task")
-    verbalizer = {}
-    for item in args.verbalizer:
-        label, eq, words = item.partition("=")
-        if not eq:
-            raise TailorError(f"--verbalizer {item!r}: write LABEL=WORDS")
-        verbalizer[label] = words
-    fields = dict(kind=args.kind, text_field=args.text_field, label_field=args.label_field,
-                  input_field=args.input_field, target_field=args.target_field,
-                  description=args.description)
-    train = load_task(args.train, verbalizer=verbalizer or None, **fields)
-    same = dict(labels=train.labels or None, verbalizer=train.verbalizer or None, **fields)
-    if train.kind != "classification":
-        same.update(labels=None, verbalizer=None)
-    test = load_task(args.test, **same)
-    val = load_task(args.val, **same) if args.val else None
+    train = load_train(args.train, args)
+    same = dict(kind=train.kind, labels=train.labels, verbalizer=train.verbalizer)
+    test = load_like(args.test, args, **same)
+    val = load_like(args.val, args, **same) if args.val else None
     return train, test, val
 
 
@@ -96,7 +82,10 @@ def run_command(args) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     configs = method_configs(methods, args.set)
     for m in methods:  # every name and option checked before anything slow happens
-        get_method(m).config.from_dict(configs[m])
+        spec = get_method(m)
+        if args.variant_field and "variant_field" in config_options(spec):
+            configs[m].setdefault("variant_field", args.variant_field)
+        spec.config.from_dict(configs[m])
     train, test, val = load_data(args)
     if args.max_test:
         test = test.with_examples(test.examples[:args.max_test])

@@ -4,6 +4,10 @@ For each method: sample k examples per class from the training data (seeded), fi
 evaluate on the test set, and append a row to `OUT/results.jsonl`. Rows are appended, never
 rewritten; a run whose key (method, config, seed, k, model, data) is already in the file is skipped,
 so an interrupted comparison picks up where it stopped.
+
+Rows of methods that train also hold their training tokens, estimated FLOPs and optimizer bytes; a
+hybrid's, its per-variant test scores, bytes and fit seconds, and what one LoRA per variant would
+weigh instead (compare/tune.py).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tailorlm.compare.tune import train_costs, with_group_scores
 from tailorlm.data.sample import k_per_class
 from tailorlm.data.task import Task
 from tailorlm.engine.cost import CostMeter, dir_bytes
@@ -96,6 +101,9 @@ def run_comparison(backend: Backend, train: Task, test: Task, runs: list[Run], o
                 "metrics": {result.metric: result.score}, "costs": {
                     "fit_seconds": fit_cost.seconds, "eval_seconds": result.seconds}}
         save_adapter(adapter, adapter_dir, card)
+        # tokens, FLOPs and optimizer memory of methods that train; a hybrid's variants (scored
+        # on the test set per variant) and its bytes against one LoRA per variant
+        trained = with_group_scores(train_costs(adapter, backend), result)
         row = {
             "method": run.method, "model": backend.name, "task": test.name,
             "metric": result.metric, "score": result.score, "score_ci": list(result.score_ci),
@@ -109,7 +117,7 @@ def run_comparison(backend: Backend, train: Task, test: Task, runs: list[Run], o
             "eval_tokens": result.tokens, "seed": run.seed, "k": run.k, "n_train": len(shots),
             "config": config.to_dict(), "adapter": str(adapter_dir), "run_key": key,
             "base_model": backend.identity, "base_model_sha256": backend.sha256,
-            "dtype": str(backend.dtype).removeprefix("torch."),
+            "dtype": str(backend.dtype).removeprefix("torch."), **trained,
         }
         append_result(out, row)
         _emit(on_event, "done", i, len(runs), run, row)

@@ -92,23 +92,33 @@ def evaluate(backend: Backend, adapter, task: Task, *, metric: str | None = None
     m = get_metric(name)
     score = m.fn(preds, refs)
     ci = bootstrap_ci(name, preds, refs, seed=seed)
-    # A soft prompt's or prefix's virtual positions are read by every query too.
-    bound = adapter.bind(backend)
-    n_virtual = bound.virtual_prefix()[1] if bound.virtual_prefix is not None else 0
-    prompt_tokens = [n_virtual + len(backend.encode(adapter.prompt(e).text))
-                     for e in task.examples]
+    prompt_tokens = _prompt_tokens(backend, adapter, task)
     n = len(task.examples)
     extra = {}
     if hasattr(adapter, "groups"):
-        extra["groups"] = {name: {"score": float(m.fn([preds[i] for i in idx],
-                                                      [refs[i] for i in idx])),
-                                  "n_eval": len(idx)}
-                           for name, _, idx in adapter.groups(task)}
+        extra["groups"] = {group: {"score": float(m.fn([preds[i] for i in idx],
+                                                       [refs[i] for i in idx])),
+                                   "n_eval": len(idx)}
+                           for group, _, idx in adapter.groups(task)}
     return Evaluation(metric=name, score=float(score), score_ci=(float(ci[0]), float(ci[1])),
                       n_eval=n, predictions=preds, seconds=meter.seconds, tokens=meter.tokens,
                       prompt_tokens_per_query=float(np.mean(prompt_tokens)),
                       latency_ms_per_query=1000.0 * meter.seconds / max(n, 1),
                       peak_rss_mb=meter.peak_rss_mb, extra=extra)
+
+
+def _prompt_tokens(backend: Backend, adapter, task: Task) -> list[int]:
+    """Tokens each query's prompt costs: its text, and the virtual positions it is read after."""
+    if hasattr(adapter, "groups"):  # each group has its own binding, so its own virtual prefix
+        counts = [0] * len(task)
+        for _, part, idx in adapter.groups(task):
+            for i, c in zip(idx, _prompt_tokens(backend, part, _subset(task, idx))):
+                counts[i] = c
+        return counts
+    # A soft prompt's or prefix's virtual positions are read by every query too.
+    bound = adapter.bind(backend)
+    n_virtual = bound.virtual_prefix()[1] if bound.virtual_prefix is not None else 0
+    return [n_virtual + len(backend.encode(adapter.prompt(e).text)) for e in task.examples]
 
 
 def _subset(task: Task, indices: list[int]) -> Task:

@@ -10,6 +10,9 @@
     adapter.adjust(logprobs) -> scores              # e.g. contextual calibration; identity by default
     save_adapter(adapter, folder)  -> adapter.json, card.json, + adapter.save_files(folder)
     load_adapter(folder)           -> spec.from_state(config, state, folder)
+    adapter.groups(task)           optional: [(name, part, indices)] for an adapter that routes
+                                   examples to parts with their own binding (a hybrid's variants);
+                                   the engine evaluates each part on its indices
 
 Nothing outside `methods/` asks which method it holds: the engine calls these and nothing else.
 Prompt methods change the text around the input and bind to the base unchanged. Methods that
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Literal, Protocol
 
 import numpy as np
 
@@ -61,6 +64,9 @@ class MethodSpec:
     config: type  # a MethodConfig dataclass
     fit: Callable[..., Adapter]  # fit(backend, train, val, config, *, seed, work_dir, resume)
     from_state: Callable[..., Adapter]  # (config, state, folder) -> Adapter, for load_adapter
+    # "weight": changes how the model computes (lora, full); "input": changes what it reads
+    # (prompt methods, soft prompts, prefixes). A hybrid WEIGHT+INPUT puts one on top of the other.
+    side: Literal["weight", "input"] = "input"
 
 
 class MethodConfig:

@@ -219,4 +219,4 @@ def export_merged(adapter: LoraAdapter, backend: Backend, out_dir) -> Path:
     return out_dir
 
 
-register(MethodSpec(NAME, LoraConfig, fit, from_state))
+register(MethodSpec(NAME, LoraConfig, fit, from_state, side="weight"))

@@ -1,0 +1,150 @@
+"""One method, one fit, kept: what `tailor tune` and `tailor eval` call, and the runner shares.
+
+    tune(backend, "lora", train, "adapters/a", val=val)      fit, measure, evaluate on val, save
+        -> adapters/a/   adapter.json  card.json  (+ the method's files)  .work/ (checkpoints)
+    adapter, backend, card = load_tuned("adapters/a")        the adapter and its own base model
+    evaluate(backend, adapter, test) ; eval_report(...)
+
+The card records what the adapter was made from and what it cost: the base model (the name the
+user gave, its hub identity, the hash of its weights), the task's labels and words (so a test file
+is read with the same label set), the data hashes, validation metrics, and the fit's costs.
+Training FLOPs are estimated as 6·N·T (engine/cost.py), N the base's parameters, T tokens seen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tailorlm.data.task import Task
+from tailorlm.engine.cost import CostMeter, dir_bytes, train_flops
+from tailorlm.engine.evaluate import Evaluation, evaluate
+from tailorlm.errors import TailorError
+from tailorlm.methods.artifact import load_adapter, load_card, save_adapter, update_card
+from tailorlm.methods.registry import get_method
+from tailorlm.models.backend import Backend
+
+WORK = ".work"  # training checkpoints inside the adapter folder: what --resume continues from
+# Keys an adapter's `train_result` may hold that a result row and a card show as they are:
+# a hybrid's per-variant report and its byte comparison against one LoRA per variant.
+PART_KEYS = ("variants", "n_variants", "total_bytes", "add_variant_seconds",
+             "add_variant_bytes", "one_lora_per_variant_bytes")
+
+
+@dataclass
+class Tuned:
+    adapter: object
+    card: dict
+    directory: Path
+    validation: Evaluation | None
+
+    @property
+    def artifact_bytes(self) -> int:
+        return dir_bytes(self.directory) - dir_bytes(self.directory / WORK)
+
+
+def train_costs(adapter, backend: Backend) -> dict:
+    """What a fitted adapter reports of its training, read from its `train_result` if it has one:
+    tokens seen, estimated FLOPs, optimizer memory, and the parts of an adapter made of parts."""
+    report = getattr(adapter, "train_result", None) or {}
+    out = {}
+    if report.get("tokens_seen"):
+        out["train_tokens"] = int(report["tokens_seen"])
+        out["train_flops"] = train_flops(backend.total_params, out["train_tokens"])
+    if report.get("optimizer_bytes"):
+        out["optimizer_bytes"] = int(report["optimizer_bytes"])
+    out.update({k: report[k] for k in PART_KEYS if k in report})
+    return out
+
+
+def with_group_scores(costs: dict, evaluation: Evaluation) -> dict:
+    """`costs` with each evaluated group's score and size merged into its `variants` entry."""
+    groups = evaluation.extra.get("groups")
+    if not groups or "variants" not in costs:
+        return costs
+    variants = {name: dict(part) for name, part in costs["variants"].items()}
+    for name, scored in groups.items():
+        variants.setdefault(name, {}).update(scored)
+    return {**costs, "variants": variants}
+
+
+def task_card(task: Task) -> dict:
+    return {"name": task.name, "kind": task.kind, "labels": task.labels,
+            "verbalizer": task.verbalizer, "description": task.description}
+
+
+def tune(backend: Backend, method: str, train: Task, out, *, val: Task | None = None,
+         config: dict | None = None, seed: int = 0, resume: bool = False,
+         model: str | None = None, metric: str | None = None) -> Tuned:
+    """Fit `method` on `train`, evaluate it on `val` if given, and save it with its card to `out`.
+
+    Checkpoints go to `out/.work`, kept across saves, so `resume=True` continues a killed fit (or,
+    after a finished one, trains nothing and writes the adapter again).
+    """
+    out = Path(out)
+    spec = get_method(method)
+    cfg = spec.config.from_dict(config)
+    with CostMeter() as meter:
+        adapter = spec.fit(backend, train, val, cfg, seed=seed, work_dir=out / WORK,
+                           resume=resume)
+    validation = None
+    if val is not None and len(val):
+        validation = evaluate(backend, adapter, val, metric=metric, seed=seed)
+    costs = {"fit_seconds": meter.seconds, "peak_rss_mb": meter.peak_rss_mb,
+             "trainable_params": adapter.trainable_params, "total_params": backend.total_params,
+             **train_costs(adapter, backend)}
+    card = {"model": model_name(model or backend.name), "base_model": backend.identity,
+            "base_model_sha256": backend.sha256, "base_model_source": backend.path,
+            "dtype": str(backend.dtype).removeprefix("torch."), "task": task_card(train),
+            "train_sha256": train.fingerprint(), "n_train": len(train), "seed": seed,
+            "val_sha256": val.fingerprint() if val is not None else None,
+            "n_val": len(val) if val is not None else 0, "costs": costs, "metrics": {}}
+    if validation is not None:
+        card["metrics"] = {validation.metric: validation.score,
+                           f"{validation.metric}_ci": list(validation.score_ci)}
+    save_adapter(adapter, out, card, keep=(WORK,))
+    parts = {k: v for k, v in train_costs(adapter, backend).items() if k in PART_KEYS}
+    if parts:  # saving measured an adapter's parts (a hybrid's bytes per variant)
+        update_card(out, {"costs": {**costs, **parts}})
+    return Tuned(adapter, load_card(out), out, validation)
+
+
+def model_name(name: str) -> str:
+    """A model folder as an absolute path, so `tailor eval` finds it from any directory; a catalog
+    name or hub id as it is."""
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.exists() else name
+
+
+def load_tuned(directory, *, model: str | None = None, dtype: str | None = None):
+    """(adapter, backend, card): a saved adapter and the base model its card names (or `model`).
+
+    The base's weights must hash as they did when the adapter was made.
+    """
+    from tailorlm.models.load import load_backend
+
+    adapter = load_adapter(directory)
+    card = load_card(directory)
+    name = model or card.get("model") or card.get("base_model_source")
+    if not name:
+        raise TailorError(f"{directory}/card.json names no base model; pass --model")
+    backend = load_backend(name, dtype=dtype or card.get("dtype", "float32"))
+    if card.get("base_model_sha256") not in (None, backend.sha256):
+        raise TailorError(f"{directory} was made on {card.get('base_model')} with weights sha256 "
+                          f"{card['base_model_sha256'][:12]}..., but {name} has "
+                          f"{backend.sha256[:12]}...: use the adapter's own base model (--model)")
+    return adapter, backend, card
+
+
+def eval_report(adapter, backend: Backend, result: Evaluation, directory) -> dict:
+    """What `tailor eval` prints: quality, per-query cost, and the adapter's size and parts."""
+    report = {"metric": result.metric, "score": result.score, "score_ci": list(result.score_ci),
+              "n_eval": result.n_eval, "eval_seconds": result.seconds,
+              "latency_ms_per_query": result.latency_ms_per_query,
+              "prompt_tokens_per_query": result.prompt_tokens_per_query,
+              "method": adapter.method, "adapter": str(directory),
+              "artifact_bytes": dir_bytes(directory) - dir_bytes(Path(directory) / WORK),
+              "trainable_params": adapter.trainable_params}
+    parts = {k: v for k, v in train_costs(adapter, backend).items() if k in PART_KEYS}
+    report.update(with_group_scores(parts, result))
+    return report
