@@ -18,7 +18,8 @@ ROWS = [
     {"text": "dull, with a comma", "label": "negative", "client": "b"},
     {"text": 'says "hi"\tand tabs', "label": "positive", "client": "a"},
 ]
-SST2 = Path("/work/shared/datasets/sst2/train.jsonl")
+# ../shared beside the checkout, as on the build machines and in CI
+SST2 = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "sst2" / "train.jsonl"
 
 
 def write_jsonl(path: Path, rows) -> Path:

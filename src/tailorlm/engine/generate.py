@@ -26,7 +26,7 @@ from collections import defaultdict
 import torch
 
 from tailorlm.engine.prompt import Prompt
-from tailorlm.engine.scoring import _count, _expand, shared_prefix
+from tailorlm.engine.scoring import _count, run_queries, shared_prefix
 from tailorlm.models.backend import Backend
 
 
@@ -65,20 +65,9 @@ def _generate_batch(backend, shared_cache, n_shared, own_ids, max_new_tokens, st
                     on_tokens) -> list[str]:
     model, device, tok = backend.model, backend.device, backend.tokenizer
     eos = _eos_ids(backend)
-    pad = tok.pad_token_id or 0
-    B, T = len(own_ids), max(len(ids) for ids in own_ids)
-    input_ids = torch.full((B, T), pad, dtype=torch.long)
-    own_mask = torch.zeros((B, T), dtype=torch.long)
-    for b, ids in enumerate(own_ids):  # left padding: every row's last position is its last token
-        input_ids[b, T - len(ids):] = torch.tensor(ids)
-        own_mask[b, T - len(ids):] = 1
-    positions = (n_shared + own_mask.cumsum(-1) - 1).clamp(min=n_shared)  # (B, T)
-    mask = torch.cat([torch.ones((B, n_shared), dtype=torch.long), own_mask], dim=1)  # (B, S+T)
-    out = model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                position_ids=positions.to(device), cache=_expand(shared_cache, B),
-                use_cache=True, logits_to_keep=1)
+    B = len(own_ids)
+    out, mask, positions, _ = run_queries(backend, shared_cache, n_shared, own_ids, on_tokens)
     cache = out.cache
-    _count(on_tokens, int(own_mask.sum()))
 
     mask = mask.to(device)
     next_pos = positions[:, -1:].to(device) + 1  # (B, 1): where each row's next token goes

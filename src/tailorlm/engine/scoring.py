@@ -94,13 +94,18 @@ def shared_prefix(backend: Backend, virtual, shared_ids: list[int], on_tokens=No
     return out.cache, n_shared
 
 
-def _score_batch(backend, shared_cache, n_shared, own_ids, labels, on_tokens) -> np.ndarray:
+def run_queries(backend, shared_cache, n_shared: int, own_ids: list[list[int]], on_tokens):
+    """Each query's own ids after the shared cache, left-padded into one batch.
+
+    Returns (output, attention mask (B, S+T), positions (B, T), own mask (B, T)); the output's
+    logits are at the last position only, which is every row's last real token.
+    """
     model, device = backend.model, backend.device
     pad = backend.tokenizer.pad_token_id or 0
     B, T = len(own_ids), max(len(ids) for ids in own_ids)
     input_ids = torch.full((B, T), pad, dtype=torch.long)
     own_mask = torch.zeros((B, T), dtype=torch.long)
-    for b, ids in enumerate(own_ids):  # left padding: every row's last position is its last token
+    for b, ids in enumerate(own_ids):
         input_ids[b, T - len(ids):] = torch.tensor(ids)
         own_mask[b, T - len(ids):] = 1
     positions = (n_shared + own_mask.cumsum(-1) - 1).clamp(min=n_shared)  # (B, T)
@@ -108,8 +113,17 @@ def _score_batch(backend, shared_cache, n_shared, own_ids, labels, on_tokens) ->
     out = model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
                 position_ids=positions.to(device), cache=_expand(shared_cache, B),
                 use_cache=True, logits_to_keep=1)
-    cache = out.cache  # shared + own, B rows
     _count(on_tokens, int(own_mask.sum()))
+    return out, mask, positions, own_mask
+
+
+def _score_batch(backend, shared_cache, n_shared, own_ids, labels, on_tokens) -> np.ndarray:
+    model, device = backend.model, backend.device
+    pad = backend.tokenizer.pad_token_id or 0
+    out, mask, positions, own_mask = run_queries(backend, shared_cache, n_shared, own_ids,
+                                                 on_tokens)
+    B = len(own_ids)
+    cache = out.cache  # shared + own, B rows
     first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # (B, V)
     L = len(labels)
     scores = torch.stack([first[:, ids[0]] for ids in labels], dim=1).double()  # (B, L)
@@ -120,7 +134,7 @@ def _score_batch(backend, shared_cache, n_shared, own_ids, labels, on_tokens) ->
     # Later label tokens: each (query, label) pair is a row continuing from the query's cache.
     # Labels go in chunks of similar token length, so a chunk pads only to its own longest label.
     own_lens = own_mask.sum(-1)  # (B,)
-    rows = min(MAX_LABEL_ROWS, MAX_LABEL_ROW_TOKENS // (n_shared + T))
+    rows = min(MAX_LABEL_ROWS, MAX_LABEL_ROW_TOKENS // (n_shared + own_mask.shape[1]))
     per_chunk = max(1, rows // B)
     longer = sorted((l for l in range(L) if len(labels[l]) > 1), key=lambda l: len(labels[l]))
     for c0 in range(0, len(longer), per_chunk):
