@@ -29,6 +29,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/label_scoring.py
 	$(BIN)/python bench/few_shot_prefix.py
+	$(BIN)/python bench/vs_trainer.py --methods soft_prompt,lora,full --n-test 400 --epochs 3
 
 clean:
 	rm -rf $(VENV) runs
