@@ -228,7 +228,7 @@ def main() -> None:
     for m in GOALS:
         ap.add_argument(f"--lr-{m.replace('_', '-')}", type=float, default=None,
                         help=f"lr for {m} on both sides (default: the method's own)")
-    ap.add_argument("--bf16", choices=("auto", "on", "off"), default="auto")
+    ap.add_argument("--bf16", choices=("auto", "on", "off"), default="off")  # as the methods default
     ap.add_argument("--md", type=Path, default=None, help="also write the markdown here")
     args = ap.parse_args()
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]

@@ -46,7 +46,10 @@ class TrainFields(MethodConfig):
     warmup_ratio: float = 0.1
     schedule: str = "linear"  # linear | cosine | constant
     patience: int = 0  # evaluations without improvement before stopping; 0 = never
-    bf16: bool | str = "auto"  # bfloat16 autocast where the CPU/GPU computes it natively
+    # bfloat16 autocast: "auto" = where the CPU/GPU computes it natively. Off by default: on sst2
+    # (bench/vs_trainer.py, docs/benchmarks.md) it trained 1.2-1.9x faster here but ended 1.5-3.8
+    # points lower for soft_prompt, lora and full alike; opt in with --set METHOD.bf16=auto.
+    bf16: bool | str = False
     # The prompt the method learns to answer after; "default" = the task kind's first built-in
     # ("Text: {text}\nLabel:" or "Input: {text}\nOutput:"). Tuning makes the wording matter less.
     template: str | dict = "default"
