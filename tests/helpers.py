@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import torch
 
@@ -48,3 +50,8 @@ def sentiment_task(n_per_class: int = 6) -> Task:
     rows = [Example(input=t, target="positive", label="positive") for t in pos[:n_per_class]]
     rows += [Example(input=t, target="negative", label="negative") for t in neg[:n_per_class]]
     return Task(name="tiny-sentiment", kind="classification", examples=rows)
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path

@@ -2,12 +2,8 @@ import json
 
 import pytest
 
+from helpers import write_jsonl
 from tailorlm.cli.main import main
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 @pytest.fixture

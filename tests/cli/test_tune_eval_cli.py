@@ -2,15 +2,11 @@ import json
 
 import pytest
 
+from helpers import write_jsonl
 from tailorlm.cli.main import main
 from tailorlm.engine.cost import dir_bytes
 
 FAST = ["--epochs", "1", "--batch-size", "4"]
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 @pytest.fixture

@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tailor: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("tailor: interrupted; finished runs are kept in results.jsonl", file=sys.stderr)
+        print("tailor: interrupted; finished runs and checkpoints are kept (--resume continues)",
+              file=sys.stderr)
         return 130
 
 
