@@ -21,6 +21,16 @@ def tiny_backend(seed: int = 0) -> Backend:
     return Backend("tiny", "test/tiny-llama", "0" * 64, model, tokenizer, "(memory)")
 
 
+def sharp_tiny_backend(seed: int = 0) -> Backend:
+    """tiny_backend with its LM head scaled x30: a random tiny model's logits are nearly flat
+    (std ~0.1), so no prompt or adapter could move its loss; a sharper head gives training
+    something to steer."""
+    backend = tiny_backend(seed)
+    with torch.no_grad():
+        backend.model.lm_head.weight.mul_(30)
+    return backend
+
+
 def reference_scores(backend: Backend, prompts, continuations: list[str]) -> np.ndarray:
     """Label log-likelihoods the slow, obvious way: one full forward pass per (prompt, label).
 

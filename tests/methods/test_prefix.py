@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from helpers import sentiment_task, tiny_backend
+from helpers import sentiment_task, sharp_tiny_backend
 from peft_reference import peft_label_scores, peft_loss_and_grad
 from tailorlm.engine.evaluate import label_scores
 from tailorlm.engine.prompt import Prompt
@@ -35,11 +35,7 @@ WIDTH = 2 * 2 * 2 * 8  # layers * (keys, values) * kv_heads * head_dim
 
 @pytest.fixture(scope="module")
 def backend():
-    backend = tiny_backend()
-    # Random tiny logits are nearly flat; a sharper head gives the prefix something to steer.
-    with torch.no_grad():
-        backend.model.lm_head.weight.mul_(30)
-    return backend
+    return sharp_tiny_backend()
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from helpers import sentiment_task, tiny_backend
+from helpers import sentiment_task, sharp_tiny_backend
 from peft_reference import peft_label_scores, peft_loss_and_grad
 from tailorlm.data.task import Example, Task
 from tailorlm.engine.evaluate import label_scores
@@ -31,12 +31,7 @@ N = 4  # virtual tokens
 
 @pytest.fixture(scope="module")
 def backend():
-    backend = tiny_backend()
-    # The random tiny model's logits are nearly flat (std ~0.1), so no prompt could move its loss;
-    # a sharper head gives the virtual tokens something to steer (as tests/engine/train_worker.py).
-    with torch.no_grad():
-        backend.model.lm_head.weight.mul_(30)
-    return backend
+    return sharp_tiny_backend()
 
 
 @pytest.fixture(scope="module")
