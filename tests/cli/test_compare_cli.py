@@ -19,14 +19,29 @@ def test_compare_end_to_end(files, tiny_model_dir, tmp_path, capsys):
     train, test = files
     code = main(["compare", "--train", str(train), "--test", str(test), "--model",
                  str(tiny_model_dir), "--methods", "prompt_template,few_shot", "--k", "2",
-                 "--set", "few_shot.n_demos=2", "--set", "few_shot.n_candidates=1",
+                 "--seed", "0", "--curve", "none", "--set", "few_shot.n_demos=2",
+                 "--set", "few_shot.n_candidates=1", "eval.sensitivity=4",
                  "--out", str(tmp_path / "run")])
     out = capsys.readouterr().out
     assert code == 0
-    assert "prompt_template" in out and "few_shot" in out and "95% CI" in out
+    assert "prompt_template" in out and "few_shot" in out and "Recommended:" in out
     rows = [json.loads(x) for x in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
     assert [r["method"] for r in rows] == ["prompt_template", "few_shot"]
     assert rows[1]["config"]["n_demos"] == 2 and rows[0]["k"] == 2
+    assert rows[0]["sensitivity"]["n"] == 4 and rows[0]["sensitivity"]["n_variants"] == 7
+    assert rows[1]["sensitivity"]["n_variants"] == 7 + 3  # + demonstration orders
+    for name in ("report.md", "report.json", "report.html", "plan.yaml"):
+        assert (tmp_path / "run" / name).is_file()
+    summary = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert summary["recommendation"]["method"] in ("prompt_template", "few_shot")
+
+    # the same folder under another constraint: nothing re-run, the answer re-read
+    before = (tmp_path / "run" / "results.jsonl").read_bytes()
+    assert main(["recommend", str(tmp_path / "run"), "--max-latency-ms", "0.000001"]) == 0
+    assert (tmp_path / "run" / "results.jsonl").read_bytes() == before
+    summary = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert summary["recommendation"]["method"] is None
+    assert set(summary["recommendation"]["excluded"]) == {"prompt_template", "few_shot"}
 
 
 @pytest.mark.parametrize("args, message", [

@@ -1,117 +1,180 @@
-"""`tailor compare`: run methods side by side on your data and print quality next to cost."""
+"""`tailor compare` and `tailor recommend`: the bake-off, and its answer under your constraints.
+
+    tailor compare --train T.jsonl --test E.jsonl                     the default plan
+    tailor compare --plan configs/examples/support_compare.yaml train.k=64 seeds=3
+    tailor compare ... --api-only --max-train-minutes 10 --queries-per-day 50000
+    tailor recommend runs/sst2 --max-latency-ms 50                   no re-running
+
+Flags are shorthands for plan keys (--k is train.k, --methods is methods, ...); they and the
+KEY=VALUE overrides apply on top of --plan, or of the default plan.
+"""
 
 from __future__ import annotations
 
 import sys
 import time
 
-import yaml
-
-from tailorlm.cli.common import add_field_args, config_options, load_like, load_train
-
-DEFAULT_METHODS = "prompt_template,few_shot"
+from tailorlm.cli.common import add_field_args, parse_verbalizer
 
 
 def add_parser(commands) -> None:
     p = commands.add_parser(
-        "compare", help="run methods side by side on a task",
-        description="Fit each method on the training data (k per class if --k), evaluate on the "
-        "test data, print a table and append one row per run to OUT/results.jsonl.")
-    data = p.add_argument_group("data")
+        "compare", help="run methods side by side on a task and recommend one",
+        description="Run a comparison plan (default: every method family, sized to "
+        "--budget-minutes), append each run to OUT/results.jsonl (an interrupted comparison "
+        "resumes), and write OUT/report.{md,json,html} with the recommendation.")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="plan overrides, e.g. train.k=64 seeds=3 methods.lora.r=16")
+    p.add_argument("--plan", help="a YAML plan (examples in configs/examples/)")
+    data = p.add_argument_group("data (plan keys task, data.*)")
     data.add_argument("--task", help="a built-in task instead of --train/--test "
                       "(e.g. support_routing)")
-    data.add_argument("--train", help="training file: .jsonl, .csv, .tsv, .parquet or hf:NAME:split")
+    data.add_argument("--train", help="training file: .jsonl, .csv, .tsv, .parquet or "
+                      "hf:NAME:split")
     data.add_argument("--test", help="test file, same format")
     data.add_argument("--val", help="validation file for choices (default: carved from --train)")
     add_field_args(data)
-    data.add_argument("--max-test", type=int, help="evaluate on the first N test rows only")
-    run = p.add_argument_group("runs")
-    run.add_argument("--model", default=None, help="catalog name, folder or hub id "
-                     "(default smollm2-135m)")
-    run.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "auto"])
-    run.add_argument("--methods", default=DEFAULT_METHODS, help="comma-separated method names")
-    run.add_argument("--k", type=int, help="training examples per class (seeded by --seed)")
-    run.add_argument("--seed", type=int, default=0)
+    run = p.add_argument_group("runs (plan keys)")
+    run.add_argument("--model", help="catalog name, folder or hub id (default smollm2-135m)")
+    run.add_argument("--dtype", choices=["float32", "bfloat16", "auto"])
+    run.add_argument("--methods", help="comma-separated method names (default: every family)")
+    run.add_argument("--k", type=int, help="training examples per class (train.k)")
+    run.add_argument("--curve", help="k values of the data-efficiency curve, e.g. 4,16,64; "
+                     "none for no curve (train.curve)")
+    run.add_argument("--seeds", type=int, help="number of seeds (seeds)")
+    run.add_argument("--seed", type=int, help="one seed only (seeds: [SEED])")
+    run.add_argument("--max-test", type=int, help="test rows, a stratified sample "
+                     "(eval.max_test)")
     run.add_argument("--metric", help="accuracy, macro_f1, exact_match, rouge_l or chrf")
+    run.add_argument("--budget-minutes", type=float, help="time budget the plan is sized to "
+                     "(default 30)")
     run.add_argument("--set", action="append", default=[], metavar="METHOD.OPTION=VALUE",
-                     help="a method option, e.g. few_shot.n_demos=8 (value parsed as YAML); "
-                     "a hybrid's side: lora+soft_prompt.input.n_virtual=10")
+                     help="a method option, e.g. few_shot.n_demos=8 (value parsed as YAML)")
     run.add_argument("--variant-field", help="hybrids (WEIGHT+INPUT): the column that names a "
                      "row's variant (e.g. client); one input side is fitted per value")
-    p.add_argument("--out", required=True, help="folder for results.jsonl and adapters")
+    add_constraint_args(p)
+    p.add_argument("--out", required=True, help="folder for results.jsonl, adapters and reports")
     p.set_defaults(run=run_command)
 
+    r = commands.add_parser(
+        "recommend", help="re-read a finished comparison under new constraints",
+        description="Rebuild OUT/report.{md,json,html} and the recommendation from the stored "
+        "results, without running anything.")
+    r.add_argument("out", help="a comparison folder (holds results.jsonl)")
+    add_constraint_args(r)
+    r.set_defaults(run=recommend_command)
 
-def method_configs(methods: list[str], settings: list[str]) -> dict[str, dict]:
+
+def add_constraint_args(p) -> None:
+    c = p.add_argument_group("constraints for the recommendation")
+    c.add_argument("--api-only", action="store_true", help="the model is reached through an "
+                   "API: only text prompts count")
+    c.add_argument("--sensitive-data", action="store_true", help="data may not leave this "
+                   "machine: no remote endpoints")
+    c.add_argument("--max-train-minutes", type=float)
+    c.add_argument("--max-latency-ms", type=float, help="per query")
+    c.add_argument("--max-memory-mb", type=float, help="peak memory of fit or evaluation")
+    c.add_argument("--max-monthly-usd", type=float, help="fit + 30 days of queries")
+    c.add_argument("--queries-per-day", type=float, help="query volume for the cost projection "
+                   "(default 10,000)")
+
+
+def constraints(args):
+    from tailorlm.compare.recommend import Constraints
+
+    return Constraints(api_only=args.api_only, sensitive_data=args.sensitive_data,
+                       max_train_minutes=args.max_train_minutes,
+                       max_latency_ms=args.max_latency_ms, max_memory_mb=args.max_memory_mb,
+                       max_monthly_usd=args.max_monthly_usd,
+                       queries_per_day=args.queries_per_day)
+
+
+def flag_overrides(args) -> list[str]:
+    """The flags given, as plan overrides (KEY=VALUE, values as YAML)."""
+    import json
+
     from tailorlm.errors import TailorError
 
-    configs: dict[str, dict] = {m: {} for m in methods}
-    for item in settings:
+    out = []
+    keys = {"task": "task", "train": "data.train", "test": "data.test", "val": "data.val",
+            "text_field": "data.text_field", "label_field": "data.label_field",
+            "input_field": "data.input_field", "target_field": "data.target_field",
+            "kind": "data.kind", "model": "model", "dtype": "dtype", "k": "train.k",
+            "seeds": "seeds", "max_test": "eval.max_test", "metric": "eval.metric",
+            "budget_minutes": "budget_minutes"}
+    for attr, key in keys.items():
+        value = getattr(args, attr)
+        if value is not None:
+            out.append(f"{key}={json.dumps(value)}")
+    if args.description:
+        out.append(f"data.description={json.dumps(args.description)}")
+    if args.verbalizer:
+        out.append(f"data.verbalizer={json.dumps(parse_verbalizer(args.verbalizer))}")
+    if args.seed is not None:
+        out.append(f"seeds=[{args.seed}]")
+    if args.curve is not None:
+        ks = [] if args.curve.strip().lower() in ("none", "") else args.curve.split(",")
+        out.append(f"train.curve=[{','.join(k.strip() for k in ks)}]")
+    if args.methods:
+        out.append("methods=" + json.dumps([m.strip() for m in args.methods.split(",")
+                                            if m.strip()]))
+    methods = [m.strip() for m in (args.methods or "").split(",") if m.strip()]
+    for item in args.set:
         key, eq, value = item.partition("=")
         method, dot, option = key.partition(".")
         if not (eq and dot and option):
             raise TailorError(f"--set {item!r}: write METHOD.OPTION=VALUE, e.g. few_shot.n_demos=8")
-        if method not in configs:
+        if methods and method not in methods:
             raise TailorError(f"--set {item!r}: {method!r} is not among --methods")
-        configs[method][option] = yaml.safe_load(value)
-    return configs
-
-
-def load_data(args):
-    from tailorlm.data.load import load_builtin_task
-    from tailorlm.errors import TailorError
-
-    if args.task:
-        train, test = load_builtin_task(args.task)
-        return train, test, None
-    if not (args.train and args.test):
-        raise TailorError("give --train and --test files, or a built-in --task")
-    train = load_train(args.train, args)
-    same = dict(kind=train.kind, labels=train.labels, verbalizer=train.verbalizer)
-    test = load_like(args.test, args, **same)
-    val = load_like(args.val, args, **same) if args.val else None
-    return train, test, val
+        out.append(f"methods.{method}.{option}={value}")
+    if args.variant_field:
+        for m in methods:
+            if "+" in m:
+                out.append(f"methods.{m}.variant_field={json.dumps(args.variant_field)}")
+    return out
 
 
 def run_command(args) -> int:
-    from tailorlm.compare.report import table
-    from tailorlm.compare.runner import Run, run_comparison
-    from tailorlm.methods import get_method
-    from tailorlm.models import DEFAULT_MODEL, load_backend
+    from tailorlm.compare.bakeoff import load_data, run_plan
+    from tailorlm.compare.plan import default_plan, load_plan
+    from tailorlm.compare.report import summary_table
+    from tailorlm.compare.summary import write_reports
 
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    configs = method_configs(methods, args.set)
-    for m in methods:  # every name and option checked before anything slow happens
-        spec = get_method(m)
-        if args.variant_field and "variant_field" in config_options(spec):
-            configs[m].setdefault("variant_field", args.variant_field)
-        spec.config.from_dict(configs[m])
-    train, test, val = load_data(args)
-    if args.max_test:
-        test = test.with_examples(test.examples[:args.max_test])
-    started = time.perf_counter()
-    backend = load_backend(args.model or DEFAULT_MODEL, dtype=args.dtype)
-    runs = [Run(m, configs[m], seed=args.seed, k=args.k) for m in methods]
-    rows = run_comparison(backend, train, test, runs, args.out, metric=args.metric, val=val,
-                          on_event=_progress(started))
-    print(table(rows))
-    print(f"results: {args.out}/results.jsonl")
+    overrides = flag_overrides(args) + list(args.overrides)
+    plan = load_plan(args.plan, overrides) if args.plan else default_plan(overrides)
+    load_data(plan)  # a bad file fails here, with its line, before the model loads
+    run_plan(plan, args.out, on_event=_progress(time.perf_counter()),
+             on_note=lambda line: print(line, file=sys.stderr, flush=True))
+    summary = write_reports(args.out, constraints(args))  # the reports under these constraints
+    print(summary_table(summary))
+    print(f"reports: {args.out}/report.md, report.html, report.json; "
+          f"results: {args.out}/results.jsonl")
+    return 0
+
+
+def recommend_command(args) -> int:
+    from tailorlm.compare.report import summary_table
+    from tailorlm.compare.summary import write_reports
+
+    summary = write_reports(args.out, constraints(args))
+    print(summary_table(summary))
+    print(f"reports rewritten: {args.out}/report.md, report.html, report.json")
     return 0
 
 
 def _progress(started: float):
-    def on_event(kind, i, n, run, row):
+    def on_event(kind, i, n, run, row, seconds_left):
         elapsed = time.perf_counter() - started
+        left = f", about {seconds_left / 60:.0f} min left" if seconds_left else ""
+        name = f"[{i + 1}/{n}] {run.method} k={run.k} seed {run.seed}"
         if kind == "start":
-            print(f"[{i + 1}/{n}] {run.method}: fitting and evaluating ({elapsed:.0f}s elapsed)",
-                  file=sys.stderr, flush=True)
+            line = f"{name}: fitting and evaluating ({elapsed / 60:.1f} min elapsed{left})"
         elif kind == "skip":
-            print(f"[{i + 1}/{n}] {run.method}: already in results.jsonl, skipped",
-                  file=sys.stderr, flush=True)
+            line = f"{name}: already in results.jsonl, skipped"
+        elif kind == "budget":
+            line = f"{name}: skipped, {row['reason']}"
         else:
-            print(f"[{i + 1}/{n}] {run.method}: {row['metric']} {row['score']:.3f} "
-                  f"(fit {row['fit_seconds']:.0f}s, eval {row['eval_seconds']:.0f}s)",
-                  file=sys.stderr, flush=True)
+            line = (f"{name}: {row['metric']} {row['score']:.3f} (fit {row['fit_seconds']:.0f}s, "
+                    f"eval {row['eval_seconds']:.0f}s{left})")
+        print(line, file=sys.stderr, flush=True)
     return on_event
-
-

@@ -32,3 +32,89 @@ def table(rows: list[dict]) -> str:
     metric = rows[0].get("metric", "")
     return f"{rows[0].get('task', '')} — {metric} on {rows[0].get('n_eval')} examples\n" + \
         "\n".join(lines)
+
+
+# -- the summary (compare/summary.py) as text --------------------------------------------------
+
+SUMMARY_COLUMNS = ["method", "score", "fit s", "ms/query", "prompt tok", "trainable", "size",
+                   "sens. std", "overfit", "$/month"]
+
+
+def summary_rows(summary: dict) -> list[list[str]]:
+    from tailorlm.compare.tables import _bytes
+
+    out = []
+    for m in summary["methods"]:
+        sens = (m.get("sensitivity") or {}).get("std")
+        out.append([
+            m["method"], f"{m['score_mean']:.3f} ± {m['score_std']:.3f}",
+            _fmt(m["fit_seconds"], "{:.0f}"), _fmt(m["latency_ms_per_query"], "{:.0f}"),
+            _fmt(m["prompt_tokens_per_query"], "{:.0f}"), _fmt(m["trainable_params"], "{:,.0f}"),
+            _bytes(m["artifact_bytes"]), _fmt(sens, "{:.3f}"), m.get("overfit_risk") or "-",
+            _fmt((m.get("cost") or {}).get("monthly_usd"), "{:.3f}")])
+    return out
+
+
+def summary_table(summary: dict) -> str:
+    """What `tailor compare` and `tailor recommend` print."""
+    cells = [SUMMARY_COLUMNS] + summary_rows(summary)
+    widths = [max(len(r[i]) for r in cells) for i in range(len(SUMMARY_COLUMNS))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
+                       enumerate(zip(row, widths))) for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    head = (f"{summary['task']} — {summary['metric']} on {summary['n_test']} test rows, k="
+            f"{summary['k']}, seeds {summary['seeds']}, {summary['model']}")
+    return "\n".join([head, *lines, "", *recommendation_lines(summary)])
+
+
+def recommendation_lines(summary: dict) -> list[str]:
+    rec = summary["recommendation"]
+    if rec["method"] is None:
+        return ["No recommendation: " + "; ".join(rec["reasons"])]
+    lines = [f"Recommended: {rec['method']}"] + [f"  - {r}" for r in rec["reasons"]]
+    if rec["runner_up"]:
+        lines += [f"Runner-up: {rec['runner_up']}"] + [f"  - {r}"
+                                                        for r in rec["runner_up_reasons"][:2]]
+    lines += [f"Excluded: {m}: {why}" for m, why in rec["excluded"].items()]
+    lines += [f"Curves: {c['text']}" for c in summary["crossings"]]
+    return lines
+
+
+def markdown(summary: dict) -> str:
+    wall = summary.get("wall_seconds")
+    out = [f"# {summary['task']}: which way to adapt {summary['model']}?", "",
+           f"{summary['metric']} on {summary['n_test']} test rows; k={summary['k']} examples per "
+           f"class; seeds {summary['seeds']}" + (f"; wall time {wall / 60:.1f} min" if wall
+                                                  else "") + ".", "", "## Recommendation", ""]
+    out += recommendation_lines(summary)
+    out += ["", "## Results", "", _md_table(SUMMARY_COLUMNS, summary_rows(summary))]
+    for key, title in (("key_differences", "Key differences, measured"),
+                       ("cost_performance", "Cost and performance considerations, measured")):
+        table = summary["tables"][key]
+        out += ["", f"## {title}", "", _md_table(table["columns"], table["rows"])]
+    if summary["curves"]:
+        ks = sorted({p["k"] for c in summary["curves"].values() for p in c})
+        rows = [[name] + [next((f"{p['score']:.3f}" for p in c if p["k"] == k), "-")
+                          for k in ks] for name, c in summary["curves"].items()]
+        out += ["", "## Data efficiency (seed 0 beyond the main k)", "",
+                _md_table(["method"] + [f"k={k}" for k in ks], rows)]
+    prices = summary["prices"]
+    out += ["", "## Prices assumed", "", ", ".join(f"{k} {v:g}" for k, v in prices.items())
+            + f"; {summary['queries_per_day']:,.0f} queries/day."]
+    if summary["skipped"]:
+        out += ["", "## Skipped", ""] + [f"- {s['run']}: {s['reason']}"
+                                         for s in summary["skipped"]]
+    return "\n".join(out) + "\n"
+
+
+def _md_table(columns: list[str], rows: list[list[str]]) -> str:
+    def esc(cell) -> str:
+        return str(cell).replace("|", "\\|").replace("\n", " ")
+    lines = ["| " + " | ".join(esc(c) for c in columns) + " |",
+             "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _fmt(value, fmt: str) -> str:
+    return "-" if value is None else fmt.format(value)

@@ -15,16 +15,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from tailorlm.compare.sensitivity import measure
 from tailorlm.compare.tune import train_costs, with_group_scores
-from tailorlm.data.sample import k_per_class
+from tailorlm.data.sample import k_per_class, split
 from tailorlm.data.task import Task
 from tailorlm.engine.cost import CostMeter, dir_bytes
-from tailorlm.engine.evaluate import evaluate
-from tailorlm.methods.artifact import save_adapter
+from tailorlm.engine.evaluate import evaluate, quick_score
+from tailorlm.methods.artifact import load_adapter, save_adapter
 from tailorlm.methods.registry import get_method
+from tailorlm.methods.selection import validation_subset
 from tailorlm.models.backend import Backend
 
 RESULTS = "results.jsonl"
@@ -36,6 +42,11 @@ class Run:
     config: dict = field(default_factory=dict)
     seed: int = 0
     k: int | None = None  # examples per class from the training data; None = all
+    role: str = "main"  # "main": the comparison at the plan's k; "curve": a data-efficiency point
+    sensitivity: int = 0  # test rows to measure prompt sensitivity on; 0 = not measured
+    train_score: bool = False  # also score the rows it was fitted on (the overfitting gap)
+    estimate: float = 0.0  # seconds the budget expects it to take (compare/budget.py)
+    required: bool = True  # False: the runner may skip it when the budget has no room left
 
     @property
     def slug(self) -> str:
@@ -75,56 +86,139 @@ def append_result(out: str | Path, row: dict) -> None:
 
 def run_comparison(backend: Backend, train: Task, test: Task, runs: list[Run], out: str | Path,
                    *, metric: str | None = None, val: Task | None = None,
-                   on_event=None) -> list[dict]:
-    """Fit and evaluate every run; returns this comparison's rows (old and new) in run order."""
+                   on_event=None, budget_seconds: float | None = None) -> list[dict]:
+    """Fit and evaluate every run; returns this comparison's rows (old and new) in run order.
+
+    With `budget_seconds`, a run that is not `required` is skipped when the time spent plus its
+    estimate (scaled by how far earlier runs' estimates were off) would pass the budget; it is
+    returned as {"skipped": True, "reason": ..., "run": slug} and not written, so a later call
+    with more budget runs it.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     done = {row.get("run_key"): row for row in read_results(out)}
     rows = []
+    clock = Clock(budget_seconds)
     for i, run in enumerate(runs):
         spec = get_method(run.method)
         config = spec.config.from_dict(run.config)
         key = run_key(run, config.to_dict(), backend, train, test)
+        left = clock.left(runs[i:])
         if key in done:
-            _emit(on_event, "skip", i, len(runs), run, done[key])
+            _emit(on_event, "skip", i, len(runs), run, done[key], left)
             rows.append(done[key])
             continue
-        _emit(on_event, "start", i, len(runs), run, None)
-        shots = k_per_class(train, run.k, run.seed) if run.k else train
-        with CostMeter() as fit_cost:
-            adapter = spec.fit(backend, shots, val, config, seed=run.seed,
-                               work_dir=out / "work" / run.slug, resume=True)
-        result = evaluate(backend, adapter, test, metric=metric, seed=run.seed)
-        adapter_dir = out / "adapters" / run.slug
-        card = {"base_model": backend.identity, "base_model_sha256": backend.sha256,
-                "base_model_source": backend.path, "train_sha256": shots.fingerprint(),
-                "metrics": {result.metric: result.score}, "costs": {
-                    "fit_seconds": fit_cost.seconds, "eval_seconds": result.seconds}}
-        save_adapter(adapter, adapter_dir, card)
-        # tokens, FLOPs and optimizer memory of methods that train; a hybrid's variants (scored
-        # on the test set per variant) and its bytes against one LoRA per variant
-        trained = with_group_scores(train_costs(adapter, backend), result)
-        row = {
-            "method": run.method, "model": backend.name, "task": test.name,
-            "metric": result.metric, "score": result.score, "score_ci": list(result.score_ci),
-            "n_eval": result.n_eval, "fit_seconds": fit_cost.seconds,
-            "eval_seconds": result.seconds,
-            "peak_rss_mb": max(fit_cost.peak_rss_mb, result.peak_rss_mb),
-            "trainable_params": adapter.trainable_params, "total_params": backend.total_params,
-            "artifact_bytes": dir_bytes(adapter_dir),
-            "prompt_tokens_per_query": result.prompt_tokens_per_query,
-            "latency_ms_per_query": result.latency_ms_per_query,
-            "eval_tokens": result.tokens, "seed": run.seed, "k": run.k, "n_train": len(shots),
-            "config": config.to_dict(), "adapter": str(adapter_dir), "run_key": key,
-            "base_model": backend.identity, "base_model_sha256": backend.sha256,
-            "dtype": str(backend.dtype).removeprefix("torch."), **trained,
-        }
+        if not run.required and not clock.fits(run):
+            reason = (f"over the budget: {clock.elapsed() / 60:.1f} of "
+                      f"{budget_seconds / 60:.0f} min spent, about "
+                      f"{clock.expected(run) / 60:.1f} min more needed")
+            skipped = {"skipped": True, "reason": reason, "method": run.method,
+                       "seed": run.seed, "k": run.k, "role": run.role, "run": run.slug}
+            _emit(on_event, "budget", i, len(runs), run, skipped, left)
+            rows.append(skipped)
+            continue
+        _emit(on_event, "start", i, len(runs), run, None, left)
+        started = time.perf_counter()
+        row = _run_one(backend, train, test, run, spec, config, out, metric, val)
+        row["run_key"] = key
         append_result(out, row)
-        _emit(on_event, "done", i, len(runs), run, row)
+        shutil.rmtree(out / "work" / run.slug, ignore_errors=True)  # checkpoints: run is done
+        clock.record(run, time.perf_counter() - started)
+        _emit(on_event, "done", i, len(runs), run, row, clock.left(runs[i + 1:]))
         rows.append(row)
     return rows
 
 
-def _emit(on_event, kind, i, n, run, row) -> None:
+def _run_one(backend, train, test, run: Run, spec, config, out: Path, metric, val) -> dict:
+    shots = k_per_class(train, run.k, run.seed) if run.k else train
+    with CostMeter() as fit_cost:
+        adapter = spec.fit(backend, shots, val, config, seed=run.seed,
+                           work_dir=out / "work" / run.slug, resume=True)
+    result = evaluate(backend, adapter, test, metric=metric, seed=run.seed)
+    adapter_dir = out / "adapters" / run.slug
+    card = {"base_model": backend.identity, "base_model_sha256": backend.sha256,
+            "base_model_source": backend.path, "train_sha256": shots.fingerprint(),
+            "metrics": {result.metric: result.score}, "costs": {
+                "fit_seconds": fit_cost.seconds, "eval_seconds": result.seconds}}
+    save_adapter(adapter, adapter_dir, card)
+    # tokens, FLOPs and optimizer memory of methods that train; a hybrid's variants (scored
+    # on the test set per variant) and its bytes against one LoRA per variant
+    trained = with_group_scores(train_costs(adapter, backend), result)
+    row = {
+        "method": run.method, "family": spec.family, "side": spec.side, "where": "local",
+        "model": backend.name, "task": test.name, "role": run.role,
+        "metric": result.metric, "score": result.score, "score_ci": list(result.score_ci),
+        "n_eval": result.n_eval, "fit_seconds": fit_cost.seconds,
+        "eval_seconds": result.seconds,
+        "peak_rss_mb": max(fit_cost.peak_rss_mb, result.peak_rss_mb),
+        "trainable_params": adapter.trainable_params, "total_params": backend.total_params,
+        "artifact_bytes": dir_bytes(adapter_dir),
+        "prompt_tokens_per_query": result.prompt_tokens_per_query,
+        "latency_ms_per_query": result.latency_ms_per_query,
+        "eval_tokens": result.tokens, "seed": run.seed, "k": run.k, "n_train": len(shots),
+        "config": config.to_dict(), "adapter": str(adapter_dir),
+        "base_model": backend.identity, "base_model_sha256": backend.sha256,
+        "dtype": str(backend.dtype).removeprefix("torch."), **trained,
+        "load_seconds": load_seconds(backend, adapter_dir),
+    }
+    if run.train_score:  # the rows it was fitted on (chosen from or trained on), at most 200
+        seen = validation_subset(shots, run.seed)
+        row["train_score"] = quick_score(backend, adapter, seen, result.metric)
+    if run.sensitivity:
+        rows = evaluation_subset(test, run.sensitivity, seed=0)
+        row["sensitivity"] = measure(backend, adapter, rows, result.metric, seed=run.seed)
+    return row
+
+
+def evaluation_subset(task: Task, n: int | None, seed: int = 0) -> Task:
+    """At most n rows, stratified by label (a test file sorted by label keeps every class)."""
+    if n is None or n >= len(task):
+        return task
+    if task.kind == "classification":
+        return split(task, n, seed)[1]
+    idx = sorted(np.random.default_rng(seed).choice(len(task), n, replace=False))
+    return task.with_examples([task.examples[i] for i in idx])
+
+
+def load_seconds(backend: Backend, adapter_dir: Path) -> float:
+    """Seconds from the adapter's folder to a model that answers with it: the time a rollback to
+    this version takes."""
+    start = time.perf_counter()
+    adapter = load_adapter(adapter_dir)
+    bound = adapter.bind(backend) if not hasattr(adapter, "groups") else None
+    if bound is not None and bound.virtual_prefix is not None:
+        bound.virtual_prefix()
+    return time.perf_counter() - start
+
+
+class Clock:
+    """Time spent, and the estimate of what is left, corrected by how earlier estimates did."""
+
+    def __init__(self, budget: float | None):
+        self.budget, self.start = budget, time.perf_counter()
+        self.estimated = self.measured = 0.0
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def record(self, run: Run, seconds: float) -> None:
+        if run.estimate:
+            self.estimated += run.estimate
+            self.measured += seconds
+
+    def expected(self, run: Run) -> float:
+        ratio = self.measured / self.estimated if self.estimated else 1.0
+        return run.estimate * ratio
+
+    def fits(self, run: Run) -> bool:
+        return self.budget is None or self.elapsed() + self.expected(run) <= self.budget
+
+    def left(self, runs: list[Run]) -> float | None:
+        if not any(r.estimate for r in runs):
+            return None
+        return sum(self.expected(r) for r in runs)
+
+
+def _emit(on_event, kind, i, n, run, row, seconds_left) -> None:
     if on_event is not None:
-        on_event(kind, i, n, run, row)
+        on_event(kind, i, n, run, row, seconds_left)

@@ -67,6 +67,12 @@ class MethodSpec:
     # "weight": changes how the model computes (lora, full); "input": changes what it reads
     # (prompt methods, soft prompts, prefixes). A hybrid WEIGHT+INPUT puts one on top of the other.
     side: Literal["weight", "input"] = "input"
+    # What a report groups it under: "prompt" (text only: works against an API-only model),
+    # "soft prompt" (learned vectors fed to a frozen model), "fine tuning" (new weights), "hybrid".
+    family: Literal["prompt", "soft prompt", "fine tuning", "hybrid"] = "prompt"
+    # Seconds to train on a token relative to evaluating one (forward + backward + optimizer),
+    # for sizing comparisons to a time budget (compare/budget.py); 0 = nothing is trained.
+    train_cost: float = 0.0
 
 
 class MethodConfig:

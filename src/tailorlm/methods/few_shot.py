@@ -113,4 +113,4 @@ def from_state(config: FewShotConfig, state: dict, directory=None) -> PromptAdap
     return PromptAdapter.from_state(NAME, config, state)
 
 
-register(MethodSpec(NAME, FewShotConfig, fit, from_state))
+register(MethodSpec(NAME, FewShotConfig, fit, from_state, family="prompt"))

@@ -112,4 +112,5 @@ def from_state(config: FullConfig, state: dict, directory=None) -> FullAdapter:
     return FullAdapter(NAME, config, task, template, train_result, directory=Path(directory))
 
 
-register(MethodSpec(NAME, FullConfig, fit, from_state, side="weight"))
+register(MethodSpec(NAME, FullConfig, fit, from_state, side="weight", family="fine tuning",
+                      train_cost=10.0))

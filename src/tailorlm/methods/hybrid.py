@@ -44,7 +44,7 @@ import functools
 import hashlib
 import re
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -145,7 +145,8 @@ def hybrid_spec(name: str) -> MethodSpec:
                           f"({', '.join(by_side['input'])}), not {input_.name}")
     config = type(f"{type_name(weight)}+{type_name(input_)}", (HybridConfig,),
                   {"weight_spec": weight, "input_spec": input_, "__module__": __name__})
-    return MethodSpec(name, config, fit, from_state, side="weight")
+    return MethodSpec(name, config, fit, from_state, side="weight", family="hybrid",
+                      train_cost=weight.train_cost + input_.train_cost)
 
 
 def type_name(spec: MethodSpec) -> str:
@@ -213,6 +214,11 @@ class HybridAdapter:
             members.setdefault(v if v in self.variants else FALLBACK, []).append(i)
         return [(name, Stacked(self.weight, self.variants.get(name, self.fallback)), idx)
                 for name, idx in members.items()]
+
+    def reworded(self, template):
+        """Every input side read with other wording (prompt sensitivity, compare/)."""
+        return replace(self, fallback=self.fallback.reworded(template),
+                       variants={v: a.reworded(template) for v, a in self.variants.items()})
 
     def bind(self, backend: Backend) -> Backend:
         return self.weight.bind(backend)  # input sides that bind (virtual prefixes): groups()

@@ -219,4 +219,5 @@ def export_merged(adapter: LoraAdapter, backend: Backend, out_dir) -> Path:
     return out_dir
 
 
-register(MethodSpec(NAME, LoraConfig, fit, from_state, side="weight"))
+register(MethodSpec(NAME, LoraConfig, fit, from_state, side="weight", family="fine tuning",
+                      train_cost=3.5))

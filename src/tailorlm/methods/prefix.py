@@ -224,4 +224,5 @@ def from_state(config: PrefixConfig, state: dict, directory) -> PrefixAdapter:
                          trained_params=int(state.get("trained_params", 0)))
 
 
-register(MethodSpec(NAME, PrefixConfig, fit, from_state))
+register(MethodSpec(NAME, PrefixConfig, fit, from_state, family="soft prompt",
+                      train_cost=2.5))

@@ -11,6 +11,7 @@ Nothing is trained: `trainable_params` is 0 and the artifact is a small JSON fil
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -58,6 +59,14 @@ class PromptAdapter:
     @property
     def trainable_params(self) -> int:
         return 0
+
+    def reworded(self, template: Template) -> PromptAdapter:
+        """The same demonstrations under other wording (prompt sensitivity, compare/)."""
+        return dataclasses.replace(self, template=template)
+
+    def reordered(self, order: list[int]) -> PromptAdapter:
+        """The same fixed demonstrations in another order."""
+        return dataclasses.replace(self, demos=[self.demos[i] for i in order])
 
     def with_bias(self, bias: np.ndarray | None) -> PromptAdapter:
         return PromptAdapter(self.method, self.config, self.task, self.template, self.demos,

@@ -61,4 +61,4 @@ def from_state(config: PromptTemplateConfig, state: dict, directory=None) -> Pro
     return PromptAdapter.from_state(NAME, config, state)
 
 
-register(MethodSpec(NAME, PromptTemplateConfig, fit, from_state))
+register(MethodSpec(NAME, PromptTemplateConfig, fit, from_state, family="prompt"))

@@ -166,4 +166,5 @@ def from_state(config: SoftPromptConfig, state: dict, directory) -> SoftPromptAd
                              peft_config={k: saved[k] for k in keep if k in saved})
 
 
-register(MethodSpec(NAME, SoftPromptConfig, fit, from_state))
+register(MethodSpec(NAME, SoftPromptConfig, fit, from_state, family="soft prompt",
+                      train_cost=2.5))

@@ -116,3 +116,28 @@ def resolve(spec: str | dict, task: Task) -> Template:
         raise TailorError(f"template {spec!r} has nothing after the input for the answer to "
                           "follow; end it with a cue such as '\\nAnswer:'")
     return Template(name="custom", query=query, answer=answer.rstrip(" "))
+
+
+# Rewordings for measuring prompt sensitivity (compare/sensitivity.py): the same request in other
+# words and layouts (cue word, casing, one line or two, an instruction line). None is tuned for
+# any task; the spread of a method's score over them is what a user's own rewording would risk.
+PARAPHRASES = {
+    "classification": [
+        Template("p_text_label", query="Text: {text}\n", answer="Label:"),
+        Template("p_input_answer", query="Input: {text}\n", answer="Answer:"),
+        Template("p_one_line", query="text: {text} ", answer="label:"),
+        Template("p_caps", query="TEXT: {text}\n\n", answer="LABEL:"),
+        Template("p_question", query="{text}\n", answer="Q: Which class is this?\nA:"),
+        Template("p_instruct", query="Text: {text}\n", answer="Class:",
+                 instruction="Classify the text as {labels}."),
+    ],
+    "generation": [
+        Template("p_input_output", query="Input: {text}\n", answer="Output:"),
+        Template("p_data_text", query="Data: {text}\n", answer="Text:"),
+        Template("p_one_line", query="input: {text} ", answer="output:"),
+        Template("p_caps", query="INPUT: {text}\n\n", answer="OUTPUT:"),
+        Template("p_arrow", query="{text}\n", answer="=>"),
+        Template("p_instruct", query="Input: {text}\n", answer="Output:",
+                 instruction="Write the output for the input."),
+    ],
+}

@@ -13,6 +13,7 @@ task; the method adds `bind` (how the backend computes with it), `save_files` an
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import tempfile
@@ -87,6 +88,10 @@ class TunedAdapter:
     @property
     def stop(self) -> tuple[str, ...]:
         return ("\n",)
+
+    def reworded(self, template: Template):
+        """The trained weights/vectors read with other wording (prompt sensitivity, compare/)."""
+        return dataclasses.replace(self, template=template)
 
     def task_state(self) -> dict:
         t = self.task

@@ -1,0 +1,116 @@
+"""A whole comparison from a plan: data, model, sizing, runs in priority order, reports.
+
+    plan ─► data (k-shot pools, seeded test subset) ─► model ─► probe ─► size auto values
+         ─► runs: every method at k, seed 0 (+ sensitivity)   required
+                  every method at k, other seeds              skipped if the budget runs out
+                  every method at the other curve points      skipped if the budget runs out
+         ─► OUT/results.jsonl (appended) ─► summary ─► report.md, report.json, report.html
+
+`OUT/plan.yaml` records the plan as resolved (auto values filled in), so `tailor recommend OUT`
+rebuilds the reports from the stored results without loading a model.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import yaml
+
+from tailorlm.compare.budget import epochs_for, method_costs, n_shots, probe, run_seconds, \
+    size_plan
+from tailorlm.compare.plan import Plan, check_data, method_config
+from tailorlm.compare.runner import Run, evaluation_subset, run_comparison
+from tailorlm.data.task import Task
+from tailorlm.errors import TailorError
+
+PLAN_FILE = "plan.yaml"
+
+
+def load_data(plan: Plan) -> tuple[Task, Task, Task | None]:
+    from tailorlm.data.load import load_builtin_task, load_task
+
+    check_data(plan)
+    t = plan.tree
+    if t["task"]:
+        train, test = load_builtin_task(t["task"])
+        return train, test, None
+    d = t["data"]
+    fields = {k: d[k] for k in ("text_field", "label_field", "input_field", "target_field")}
+    common = dict(description=d["description"] or "", **fields)
+    train = load_task(d["train"], kind=d["kind"], verbalizer=d["verbalizer"] or None, **common)
+    same = dict(kind=train.kind, labels=train.labels or None,
+                verbalizer=train.verbalizer or None)
+    if train.kind != "classification":
+        same.update(labels=None, verbalizer=None)
+    test = load_task(d["test"], **same, **common)
+    val = load_task(d["val"], **same, **common) if d["val"] else None
+    return train, test, val
+
+
+def plan_runs(plan: Plan, train: Task, sizing: dict, p) -> list[Run]:
+    """The plan's runs, most important first (the runner may skip the optional tail)."""
+    t = plan.tree
+    k, seeds = sizing["k"], plan.seeds
+    main, extra, curve = [], [], []
+    for entry in plan.methods:
+        info = method_costs(entry.method)
+        base = method_config(plan, entry)
+        for kk in [k] + [c for c in sizing["curve"] if c != k]:
+            n = n_shots(train, kk)
+            config = dict(base)
+            if t["train"]["epochs"] == "auto" and _trains(info):
+                config.setdefault("epochs", epochs_for(n))
+            for j, seed in enumerate(seeds if kk == k else seeds[:1]):
+                first = kk == k and j == 0
+                sens = sizing["sensitivity"] if first else 0
+                estimate = run_seconds(p, info, n, config.get("epochs", 5), sizing["max_test"],
+                                       sens, t["eval"]["train_score"]) if p else 0.0
+                run = Run(entry.method, config, seed=seed, k=kk,
+                          role="main" if kk == k else "curve", sensitivity=sens,
+                          train_score=t["eval"]["train_score"], estimate=estimate,
+                          required=first)
+                (main if first else extra if kk == k else curve).append(run)
+    return main + extra + curve
+
+
+def _trains(info: dict) -> bool:
+    return any(info["sides"])
+
+
+def run_plan(plan: Plan, out: str | Path, *, on_event=None, on_note=print) -> dict:
+    """Run the plan into OUT and write its reports; returns the summary."""
+    from tailorlm.compare.summary import write_reports
+    from tailorlm.models import load_backend
+
+    out = Path(out)
+    started = time.perf_counter()
+    train, test, val = load_data(plan)
+    if train.kind == "classification" and not train.labels:
+        raise TailorError("the training data has no labels")
+    backend = load_backend(plan.tree["model"], dtype=plan.tree["dtype"])
+    p = probe(backend, train, test)
+    sizing = size_plan(plan, train, test, p, {m.method: method_costs(m.method)
+                                              for m in plan.methods})
+    for note in sizing["notes"]:
+        on_note(f"plan: {note}")
+    on_note(f"plan: k={sizing['k']} per class, curve {sizing['curve']}, "
+            f"{len(plan.seeds)} seeds, {sizing['max_test']} of {len(test)} test rows, "
+            f"sensitivity on {sizing['sensitivity']}; estimated "
+            f"{sizing['estimate_seconds'] / 60:.0f} min of a {plan.tree['budget_minutes']} min "
+            "budget")
+    test = evaluation_subset(test, sizing["max_test"], seed=0)
+    out.mkdir(parents=True, exist_ok=True)
+    resolved = plan.to_dict()
+    resolved["resolved"] = {**{k: v for k, v in sizing.items() if k != "notes"},
+                            "n_train_available": len(train), "n_test_available":
+                                len(test), "probe_seconds_per_query": p.s_query}
+    (out / PLAN_FILE).write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
+    runs = plan_runs(plan, train, sizing, p)
+    rows = run_comparison(backend, train, test, runs, out, metric=plan.tree["eval"]["metric"],
+                          val=val, on_event=on_event,
+                          budget_seconds=plan.tree["budget_minutes"] * 60 - (
+                              time.perf_counter() - started))
+    skipped = [r for r in rows if "skipped" in r]
+    wall = time.perf_counter() - started
+    return write_reports(out, skipped=skipped, wall_seconds=wall)

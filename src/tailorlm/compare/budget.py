@@ -1,0 +1,207 @@
+"""Fit a comparison to its time budget: resolve a plan's `auto` values, and estimate each run.
+
+The estimate starts from a probe on the user's own data and machine: the default zero-shot
+prompt on PROBE_ROWS test rows, timed (seconds per query, tokens per second). Every other cost is
+a multiple of it:
+
+    eval(n)         n * s_query
+    choose prompts  CHOICE_PASSES * min(n_train, 200) * s_query          (prompt family)
+    train           n_fit * epochs * row_tokens * TRAIN_COST / tok_s
+                    + epochs * validation rows * s_query  (+ a checkpoint per epoch: full)
+    sensitivity     variants * rows * s_query
+
+TRAIN_COST is each method's `MethodSpec.train_cost`: the forward+backward (+ optimizer) cost of
+a trained token relative to an evaluated one, from this project's CPU runs (docs/benchmarks.md):
+soft prompts 2.5, LoRA 3.5, full fine-tuning 10 (AdamW over every weight, and its checkpoints).
+A hybrid costs its two sides. The runner corrects the estimate with each finished run's
+measured/estimated ratio.
+
+Sizing the default plan (`auto`), in this order:
+    k       the largest of 16, 8, 4, 2, 1 per class with k * classes <= 128 (generation: 64 rows)
+            that fits (halved while the estimate does not)
+    epochs  5, fewer for larger samples (about EXAMPLE_PASSES example-passes, at least 2)
+    curve   k/4, k, 4k where the data has them (4k * classes <= 512); 4k dropped if it does
+            not fit
+    n_test  as many test rows as fit the budget, at least MIN_TEST
+    sensitivity rows: min(200, n_test), at most SENSITIVITY_SHARE of the budget
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+from tailorlm.data.task import Task
+
+PROBE_ROWS = 24
+CHOICE_PASSES = 8  # prompt_template scores 7 templates + calibration; few_shot 4 sets on half
+EXAMPLE_PASSES = 240
+MIN_TEST = 300
+SENSITIVITY_SHARE = 0.2  # of the budget, at most, for the wording-sensitivity probe
+MIN_SENSITIVITY = 20
+SAFETY = 0.85  # share of the budget the estimate may fill: estimates run a little short
+
+
+@dataclass
+class Probe:
+    s_query: float  # seconds per test query, zero-shot
+    tok_s: float  # tokens the model processes per second in evaluation
+    row_tokens: float  # mean tokens of a training row (prompt + target)
+    n_labels: int
+
+
+def probe(backend, train: Task, test: Task) -> Probe:
+    from tailorlm.engine.evaluate import evaluate
+    from tailorlm.methods.prompt_adapter import PromptAdapter
+    from tailorlm.methods.templates import resolve
+
+    template = resolve("default", train)
+    adapter = PromptAdapter("prompt_template", None, train.with_examples([]), template)
+    rows = test.with_examples(test.examples[:PROBE_ROWS])
+    evaluate(backend, adapter, rows.with_examples(rows.examples[:2]))  # warm up
+    start = time.perf_counter()
+    result = evaluate(backend, adapter, rows)
+    seconds = max(time.perf_counter() - start, 1e-3)
+    sample = train.examples[:64]
+    row_tokens = sum(len(backend.encode(template.render_query(train, e.input) + " " + e.target))
+                     for e in sample) / max(len(sample), 1)
+    return Probe(s_query=seconds / len(rows), tok_s=result.tokens / seconds,
+                 row_tokens=row_tokens, n_labels=len(train.labels or []))
+
+
+def epochs_for(n_fit: int) -> int:
+    return max(2, min(5, round(EXAMPLE_PASSES / max(n_fit, 1))))
+
+
+def n_shots(task: Task, k: int) -> int:
+    """Rows a k-per-class sample holds (fewer where a class is short)."""
+    if task.kind != "classification":
+        return min(k, len(task))
+    counts: dict[str, int] = {}
+    for e in task.examples:
+        counts[e.label] = counts.get(e.label, 0) + 1
+    return sum(min(k, c) for c in counts.values())
+
+
+def method_costs(name: str) -> dict:
+    """What the estimate needs of a method: its family and the train_cost of each side."""
+    from tailorlm.methods import get_method
+
+    spec = get_method(name)
+    if spec.family == "hybrid":
+        sides = (spec.config.weight_spec.train_cost, spec.config.input_spec.train_cost)
+    else:
+        sides = (spec.train_cost,)
+    return {"family": spec.family, "sides": sides}
+
+
+def estimate_fit(p: Probe, sides: tuple[float, ...], n: int, epochs: int) -> float:
+    """Seconds to fit one method on n rows (a hybrid: both sides)."""
+    total = 0.0
+    for cost in sides:
+        if not cost:  # nothing trained: prompts are chosen by scoring candidates
+            total += CHOICE_PASSES * min(n, 200) * p.s_query
+            continue
+        n_fit, n_val = math.ceil(0.75 * n), min(math.floor(0.25 * n), 200)
+        total += n_fit * epochs * p.row_tokens * cost / p.tok_s + epochs * n_val * p.s_query
+    return total
+
+
+def variant_count(info: dict) -> int:
+    """Sensitivity variants: as fitted, each paraphrase, and demonstration orders (prompts)."""
+    return 1 + 6 + (3 if info["family"] == "prompt" else 0)
+
+
+def run_seconds(p: Probe, info: dict, n: int, epochs: int, n_test: int, sens_rows: int,
+                train_score: bool) -> float:
+    """Estimated seconds of one run: fit, evaluation, sensitivity, and the train-score pass."""
+    return (estimate_fit(p, info["sides"], n, epochs)
+            + (n_test + sens_rows * variant_count(info)) * p.s_query
+            + (min(n, 200) * p.s_query if train_score else 0.0))
+
+
+def size_plan(plan, train: Task, test: Task, p: Probe, method_info: dict[str, dict]) -> dict:
+    """The plan's `auto` values resolved against the data and the probe: {"k", "curve",
+    "max_test", "sensitivity", "estimate_seconds", "notes"}.
+
+    Tries the preferred sizes first and gives up, in this order, until the whole plan fits:
+    the curve's largest point, then halving k (not below 4). If nothing fits whole, the largest k
+    whose required runs (every method once, at seed 0) fit, and leaves the extra seeds and curve
+    points to the runner, which skips those that do not fit in the time left.
+    """
+    t = plan.tree
+    budget = t["budget_minutes"] * 60 * SAFETY
+    n_classes = len(train.labels) if train.kind == "classification" else 1
+    ks = [t["train"]["k"]] if t["train"]["k"] != "auto" else (
+        [c for c in (16, 8, 4, 2, 1) if c * n_classes <= 128] or [1]
+        if train.kind == "classification" else [64, 32, 16])
+    sens = _sensitivity_rows(t, p, method_info, budget, len(test))
+    tried = []
+    for k in ks:
+        for curve in _curves(t["train"]["curve"], train, k, n_classes):
+            fixed, per_row = _totals(plan, p, method_info, train, k, curve, sens)
+            max_test = t["eval"]["max_test"]
+            if max_test == "auto":
+                room = int((budget - fixed) / per_row) if per_row else len(test)
+                max_test = max(min(len(test), MIN_TEST), min(len(test), room))
+            else:
+                max_test = len(test) if max_test is None else min(max_test, len(test))
+            required, _ = _totals(plan, p, method_info, train, k, [k], sens, seeds=1)
+            tried.append({"k": k, "curve": curve, "max_test": max_test,
+                          "sensitivity": min(sens, max_test),
+                          "estimate_seconds": fixed + per_row * max_test,
+                          "required": required + len(method_info) * p.s_query * max_test})
+    # a whole plan at a tiny k teaches less than most of a plan at a useful one
+    whole = [c for c in tried if c["estimate_seconds"] <= budget and c["k"] >= min(4, ks[0])]
+    part = [c for c in tried if c["required"] <= budget]
+    chosen = (whole or part or tried[-1:])[0]
+    notes = []
+    unit = "per class" if train.kind == "classification" else "examples"
+    if chosen["k"] != ks[0]:
+        notes.append(f"k={chosen['k']} {unit} (not {ks[0]}) to fit the budget")
+    if not whole:
+        notes.append(f"the whole plan needs about {chosen['estimate_seconds'] / 60:.0f} min, over "
+                     f"the {t['budget_minutes']:g} min budget: the runner skips the extra seeds "
+                     "and curve points that do not fit")
+    return {**{k: v for k, v in chosen.items() if k != "required"}, "notes": notes}
+
+
+def _curves(spec, train: Task, k: int, n_classes: int) -> list[list[int]]:
+    """The curve to try first, then the same without its largest point (auto only)."""
+    if spec != "auto":
+        return [sorted(set(spec))]
+    cap = 512 if train.kind == "classification" else 256
+    # a point above k only if the data has more rows for it than for k
+    curve = sorted({c for c in (k // 4, k, 4 * k) if c >= 1 and c * n_classes <= cap
+                    and (c <= k or n_shots(train, c) > n_shots(train, k))})
+    return [curve, curve[:-1]] if len(curve) > 1 and curve[-1] > k else [curve]
+
+
+def _sensitivity_rows(t: dict, p: Probe, method_info: dict, budget: float, n_test: int) -> int:
+    """eval.sensitivity, or (auto) min(200, test rows) bounded to SENSITIVITY_SHARE of the
+    budget, at least MIN_SENSITIVITY."""
+    sens = t["eval"]["sensitivity"]
+    if sens != "auto":
+        return sens or 0
+    variants = sum(variant_count(info) for info in method_info.values())
+    share = int(SENSITIVITY_SHARE * budget / max(variants * p.s_query, 1e-9))
+    return max(min(MIN_SENSITIVITY, n_test), min(200, n_test, share))
+
+
+def _totals(plan, p: Probe, method_info: dict, train: Task, k: int, curve: list[int],
+            sens_rows: int, seeds: int | None = None) -> tuple[float, float]:
+    """(seconds that do not depend on the test size, seconds per test row) of the whole plan:
+    every seed at k (sensitivity on the first), one seed at each other curve point."""
+    t = plan.tree
+    fixed = per_row = 0.0
+    points = [(k, seeds or len(plan.seeds))] + [(c, 1) for c in curve if c != k]
+    for info in method_info.values():
+        for kk, runs in points:
+            n = n_shots(train, kk)
+            epochs = t["train"]["epochs"] if t["train"]["epochs"] != "auto" else epochs_for(n)
+            plain = run_seconds(p, info, n, epochs, 0, 0, t["eval"]["train_score"])
+            fixed += runs * plain + (sens_rows * variant_count(info) * p.s_query
+                                     if kk == k else 0.0)
+            per_row += runs * p.s_query
+    return fixed, per_row

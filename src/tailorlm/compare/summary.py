@@ -1,0 +1,239 @@
+"""From `results.jsonl` to the summary every report renders (docs/report-schema.md).
+
+Per method, over the seeds at the plan's k: score mean ± std (each run keeps its bootstrap CI),
+costs (means), the overfitting gap (score on the rows it was fitted on minus test score) and its
+risk, prompt sensitivity, the gain over zero-shot, and the cost projection:
+
+    hardware $/s    = cpu_hour_usd / 3600 (gpu_hour_usd on a GPU)
+    fit_usd         = fit seconds * hardware $/s          one-off; also the cost of a refit on a
+                                                          new base model ("maintenance")
+    per_query_usd   = measured seconds per query * hardware $/s     (local)
+                    = prompt tokens * input price + answer tokens * output price  (API endpoint)
+    cost after N queries          = fit_usd + N * per_query_usd
+    break-even vs few-shot (T-Few) = (fit_usd - fit_usd_fs) / (per_query_usd_fs - per_query_usd)
+
+Overfitting risk: high when the gap is over 0.15 or the seed std over 0.05; medium over 0.05 or
+0.02; else low (points of the task's 0-1 metric).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from tailorlm.compare.plan import COSTS
+from tailorlm.compare.runner import read_results
+
+REFERENCE = ("few_shot", "prompt_template")  # what break-even is measured against, first present
+RISK = {"high": (0.15, 0.05), "medium": (0.05, 0.02)}  # (gap, seed std) thresholds
+RUN_LOG = "run_log.json"
+
+
+def summarize(rows: list[dict], plan: dict, constraints=None, *, skipped=(),
+              wall_seconds=None) -> dict:
+    from tailorlm.compare.recommend import Constraints, recommend
+
+    resolved = plan.get("resolved", {})
+    prices = {**COSTS, **(plan.get("costs") or {})}
+    constraints = constraints or Constraints(queries_per_day=prices["queries_per_day"])
+    qpd = constraints.queries_per_day or prices["queries_per_day"]
+    rows = [r for r in rows if "score" in r]
+    k = resolved.get("k", rows[0]["k"] if rows else None)
+    order = list(dict.fromkeys(r["method"] for r in rows))
+    methods = [_method(m, [r for r in rows if r["method"] == m and r["k"] == k])
+               for m in order]
+    methods = [m for m in methods if m is not None]
+    zero = next((m for m in methods if m["method"] == "prompt_template"), None)
+    for m in methods:
+        m["gain_over_zero_shot"] = None if zero is None else m["score_mean"] - zero["score_mean"]
+        m["cost"] = _cost(m, prices, qpd)
+    ref = next((m for name in REFERENCE for m in methods if m["method"] == name), None)
+    for m in methods:
+        m["break_even_queries"] = _break_even(m, ref) if ref is not None else None
+    curves = _curves(rows, order)
+    first = rows[0] if rows else {}
+    summary = {
+        "task": first.get("task"), "kind": plan.get("kind") or _kind(first),
+        "metric": first.get("metric"), "model": first.get("model"),
+        "n_test": first.get("n_eval"), "n_train_available": resolved.get("n_train_available"),
+        "k": k, "seeds": sorted({r["seed"] for r in rows if r["k"] == k}),
+        "wall_seconds": wall_seconds, "prices": {k_: v for k_, v in prices.items()
+                                                 if k_ != "queries_per_day"},
+        "queries_per_day": qpd,
+        "zero_shot": None if zero is None else {"method": zero["method"],
+                                                "score": zero["score_mean"]},
+        "methods": methods, "curves": curves, "crossings": _crossings(curves),
+        "pareto": _pareto(methods), "skipped": list(skipped),
+    }
+    summary["recommendation"] = recommend(methods, constraints)
+    from tailorlm.compare.tables import cost_performance, key_differences
+
+    summary["tables"] = {"key_differences": key_differences(summary),
+                         "cost_performance": cost_performance(summary)}
+    return summary
+
+
+def _kind(row: dict) -> str:
+    return "classification" if row.get("metric") in ("accuracy", "macro_f1") else "generation"
+
+
+def _mean(rows: list[dict], key: str):
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return float(np.mean(values)) if values else None
+
+
+def _method(name: str, runs: list[dict]) -> dict | None:
+    if not runs:
+        return None
+    scores = [r["score"] for r in runs]
+    std = float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0
+    sens = next((r["sensitivity"] for r in runs if r.get("sensitivity")), None)
+    train_score = _mean(runs, "train_score")
+    gap = None if train_score is None else train_score - float(np.mean(scores))
+    out = {
+        "method": name, "family": runs[0].get("family"), "side": runs[0].get("side"),
+        "where": runs[0].get("where", "local"),
+        "score_mean": float(np.mean(scores)), "score_std": std, "n_seeds": len(scores),
+        "scores": scores, "score_cis": [r.get("score_ci") for r in runs],
+        "n_train": runs[0].get("n_train"),
+        "train_score": train_score, "overfit_gap": gap, "overfit_risk": _risk(gap, std,
+                                                                              len(scores)),
+        "sensitivity": sens,
+    }
+    for key in ("fit_seconds", "eval_seconds", "latency_ms_per_query", "prompt_tokens_per_query",
+                "trainable_params", "total_params", "artifact_bytes", "peak_rss_mb",
+                "load_seconds", "optimizer_bytes", "train_tokens"):
+        out[key] = _mean(runs, key)
+    return out
+
+
+def _risk(gap, std: float, n_seeds: int) -> str | None:
+    if gap is None and n_seeds < 2:
+        return None
+    for level, (gap_limit, std_limit) in RISK.items():
+        if (gap is not None and gap > gap_limit) or (n_seeds > 1 and std > std_limit):
+            return level
+    return "low"
+
+
+def _cost(m: dict, prices: dict, qpd: float) -> dict:
+    per_second = prices["cpu_hour_usd"] / 3600
+    fit = (m["fit_seconds"] or 0.0) * per_second
+    if m["where"] == "remote":
+        answer = 2.0  # classification answers are a label's few tokens
+        per_query = ((m["prompt_tokens_per_query"] or 0) * prices["api_usd_per_1m_input_tokens"]
+                     + answer * prices["api_usd_per_1m_output_tokens"]) / 1e6
+    else:
+        per_query = (m["latency_ms_per_query"] or 0.0) / 1000 * per_second
+    return {"fit_usd": fit, "per_query_usd": per_query, "daily_usd": qpd * per_query,
+            "monthly_usd": 30 * qpd * per_query, "refit_usd": fit,
+            "refit_seconds": m["fit_seconds"]}
+
+
+def _break_even(m: dict, ref: dict) -> float | None:
+    """Queries after which m's total cost (fit + queries) drops below the reference's."""
+    if m is ref:
+        return None
+    d_fit = m["cost"]["fit_usd"] - ref["cost"]["fit_usd"]
+    d_query = ref["cost"]["per_query_usd"] - m["cost"]["per_query_usd"]
+    if d_fit <= 0:
+        return 0.0 if d_query >= 0 else None
+    return d_fit / d_query if d_query > 0 else None
+
+
+def _curves(rows: list[dict], order: list[str]) -> dict:
+    curves = {}
+    for name in order:
+        points: dict[int, list[dict]] = {}
+        for r in rows:
+            if r["method"] == name and r.get("k") is not None:
+                points.setdefault(r["k"], []).append(r)
+        if len(points) > 1:
+            curves[name] = [{"k": k, "n_train": rs[0].get("n_train"),
+                             "score": float(np.mean([r["score"] for r in rs])),
+                             "n_seeds": len(rs)} for k, rs in sorted(points.items())]
+    return curves
+
+
+def _crossings(curves: dict) -> list[dict]:
+    """Where one method's curve overtakes another's (log2-k interpolated)."""
+    out = []
+    names = list(curves)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            sa = {p["k"]: p["score"] for p in curves[a]}
+            sb = {p["k"]: p["score"] for p in curves[b]}
+            ks = sorted(set(sa) & set(sb))
+            for k0, k1 in zip(ks, ks[1:]):
+                d0, d1 = sb[k0] - sa[k0], sb[k1] - sa[k1]
+                if d0 * d1 < 0:
+                    t = d0 / (d0 - d1)
+                    k = 2 ** (math.log2(k0) + t * (math.log2(k1) - math.log2(k0)))
+                    winner, loser = (b, a) if d1 > 0 else (a, b)
+                    out.append({"a": loser, "b": winner, "k": round(k, 1),
+                                "text": f"{winner} overtakes {loser} between k={k0} and "
+                                        f"k={k1} (about k={k:.0f})"})
+    return out
+
+
+def _pareto(methods: list[dict]) -> list[str]:
+    """Methods no other beats on both quality (higher) and first-month cost (lower)."""
+    def cost(m):
+        return m["cost"]["fit_usd"] + m["cost"]["monthly_usd"]
+    front = []
+    for m in methods:
+        dominated = any(o is not m and o["score_mean"] >= m["score_mean"] and cost(o) <= cost(m)
+                        and (o["score_mean"] > m["score_mean"] or cost(o) < cost(m))
+                        for o in methods)
+        if not dominated:
+            front.append(m["method"])
+    return sorted(front, key=lambda n: next(cost(m) for m in methods if m["method"] == n))
+
+
+# -- files ------------------------------------------------------------------------------------
+
+def read_run(out: str | Path) -> tuple[list[dict], dict, dict]:
+    """(rows, resolved plan, run log) of a finished or interrupted comparison folder."""
+    from tailorlm.compare.bakeoff import PLAN_FILE
+    from tailorlm.errors import TailorError
+
+    out = Path(out)
+    rows = read_results(out)
+    if not rows:
+        raise TailorError(f"{out} holds no results.jsonl rows: run `tailor compare ... --out "
+                          f"{out}` first")
+    plan_path = out / PLAN_FILE
+    plan = yaml.safe_load(plan_path.read_text(encoding="utf-8")) if plan_path.exists() else {}
+    log_path = out / RUN_LOG
+    log = json.loads(log_path.read_text(encoding="utf-8")) if log_path.exists() else {}
+    return rows, plan or {}, log
+
+
+def write_reports(out: str | Path, constraints=None, *, skipped=None,
+                  wall_seconds=None) -> dict:
+    """Summarize OUT and (re)write report.json, report.md and report.html; returns the summary."""
+    from tailorlm.compare.html import render_html
+    from tailorlm.compare.report import markdown
+    from tailorlm.methods.artifact import write_json_atomic
+
+    out = Path(out)
+    rows, plan, log = read_run(out)
+    if skipped is not None or wall_seconds is not None:
+        log = {"skipped": list(skipped or []), "wall_seconds": wall_seconds}
+        write_json_atomic(out / RUN_LOG, log)
+    summary = summarize(rows, plan, constraints, skipped=log.get("skipped", []),
+                        wall_seconds=log.get("wall_seconds"))
+    write_json_atomic(out / "report.json", summary)
+    _write_text(out / "report.md", markdown(summary))
+    _write_text(out / "report.html", render_html(summary))
+    return summary
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)

@@ -1,0 +1,97 @@
+"""A whole plan on a tiny model: every family, sensitivity, curves, resume, the budget guard."""
+
+import json
+
+import pytest
+
+from helpers import write_jsonl
+from tailorlm.compare.bakeoff import run_plan
+from tailorlm.compare.plan import default_plan
+from tailorlm.compare.runner import read_results
+
+POS = ["a great film", "I loved it", "wonderful and fun", "the best movie", "so good",
+       "a joy to watch", "truly moving", "brilliant acting"]
+NEG = ["a bad film", "I hated it", "boring and dull", "the worst movie", "so bad",
+       "a chore to watch", "truly awful", "wooden acting"]
+
+
+@pytest.fixture
+def plan_args(tmp_path, tiny_model_dir):
+    rows = [{"text": t, "label": "positive"} for t in POS] + \
+        [{"text": t, "label": "negative"} for t in NEG]
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    test = write_jsonl(tmp_path / "test.jsonl", rows[::2])
+    return [f"data.train={train}", f"data.test={test}", f"model={tiny_model_dir}",
+            "train.epochs=1", "train.batch_size=4", "eval.sensitivity=4",
+            "methods.few_shot.n_candidates=1", "methods.few_shot.n_demos=2"]
+
+
+def test_default_plan_end_to_end(plan_args, tmp_path):
+    plan = default_plan(plan_args + ["seeds=2", "train.k=4", "train.curve=[2, 4]"])
+    out = tmp_path / "run"
+    summary = run_plan(plan, out, on_note=lambda line: None)
+    rows = read_results(out)
+    methods = [m.method for m in plan.methods]
+    # every method at k=4 for 2 seeds, and once at k=2
+    assert sorted((r["method"], r["k"], r["seed"]) for r in rows) == sorted(
+        [(m, 4, s) for m in methods for s in (0, 1)] + [(m, 2, 0) for m in methods])
+    for r in rows:
+        assert r["n_eval"] == 8 and 0 <= r["train_score"] <= 1 and r["load_seconds"] > 0
+        assert r["family"] in ("prompt", "soft prompt", "fine tuning", "hybrid")
+        sens = r.get("sensitivity")
+        assert (sens is not None) == (r["k"] == 4 and r["seed"] == 0)
+    assert not (out / "work").exists() or not any((out / "work").iterdir())  # checkpoints gone
+    by_method = {m["method"]: m for m in summary["methods"]}
+    assert list(by_method) == methods
+    for m in by_method.values():
+        assert m["n_seeds"] == 2 and m["sensitivity"]["n_variants"] >= 7
+        assert m["overfit_risk"] in ("low", "medium", "high")
+        assert m["cost"]["fit_usd"] >= 0 and m["cost"]["per_query_usd"] > 0
+    assert set(summary["curves"]) == set(methods)
+    assert summary["recommendation"]["method"] in methods
+    for name in ("report.md", "report.json", "report.html", "plan.yaml"):
+        assert (out / name).stat().st_size > 0
+    assert json.loads((out / "report.json").read_text())["k"] == 4
+
+
+def test_an_interrupted_comparison_resumes_where_it_stopped(plan_args, tmp_path):
+    plan = default_plan(plan_args + ["seeds=1", "train.k=4", "train.curve=[]",
+                                     "methods=[prompt_template, few_shot, soft_prompt]"])
+    out = tmp_path / "run"
+    seen = []
+
+    def stop_after_two(kind, i, n, run, row, left):
+        seen.append((kind, run.method))
+        if kind == "done" and len(read_results(out)) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_plan(plan, out, on_event=stop_after_two, on_note=lambda line: None)
+    assert [r["method"] for r in read_results(out)] == ["prompt_template", "few_shot"]
+    before = (out / "results.jsonl").read_bytes()
+    seen.clear()
+    run_plan(plan, out, on_event=lambda kind, i, n, run, row, left: seen.append(
+        (kind, run.method)), on_note=lambda line: None)
+    assert seen == [("skip", "prompt_template"), ("skip", "few_shot"),
+                    ("start", "soft_prompt"), ("done", "soft_prompt")]
+    after = (out / "results.jsonl").read_bytes()
+    assert after.startswith(before)  # appended, never rewritten
+    assert [r["method"] for r in read_results(out)] == ["prompt_template", "few_shot",
+                                                       "soft_prompt"]
+
+
+def test_the_budget_skips_optional_runs_and_says_so(plan_args, tmp_path):
+    plan = default_plan(plan_args + ["seeds=3", "train.k=4", "train.curve=[2, 4]",
+                                     "methods=[prompt_template, few_shot]",
+                                     "budget_minutes=0.001"])
+    out = tmp_path / "run"
+    summary = run_plan(plan, out, on_note=lambda line: None)
+    rows = read_results(out)
+    # the required runs (each method once at k, seed 0) ran; the extra seeds and k=2 did not
+    assert sorted((r["method"], r["seed"], r["k"]) for r in rows) == [
+        ("few_shot", 0, 4), ("prompt_template", 0, 4)]
+    skipped = {s["run"].rsplit("-", 1)[0] for s in summary["skipped"]}
+    assert skipped == {f"{m}-k4-s{s}" for m in ("prompt_template", "few_shot") for s in (1, 2)} \
+        | {f"{m}-k2-s0" for m in ("prompt_template", "few_shot")}
+    assert all("over the budget" in s["reason"] for s in summary["skipped"])
+    assert "Skipped" in (out / "report.md").read_text()
