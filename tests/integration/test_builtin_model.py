@@ -51,7 +51,9 @@ def test_compare_on_the_demo_task(smollm2_home, tmp_path, monkeypatch, capsys):
     train, test = load_builtin_task("support_routing")
     assert len(train) == 360 and len(test) == 140 and len(train.labels) == 10
     code = main(["compare", "--task", "support_routing", "--k", "2", "--max-test", "30",
-                 "--set", "few_shot.n_candidates=1", "--out", str(tmp_path)])
+                 "--methods", "prompt_template,few_shot", "--seed", "0", "--curve", "none",
+                 "eval.sensitivity=10", "--set", "few_shot.n_candidates=1", "--out",
+                 str(tmp_path)])
     assert code == 0
     rows = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert [r["method"] for r in rows] == ["prompt_template", "few_shot"]
@@ -60,3 +62,5 @@ def test_compare_on_the_demo_task(smollm2_home, tmp_path, monkeypatch, capsys):
         assert r["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
         assert 0.0 <= r["score"] <= 1.0 and r["eval_seconds"] > 0
     assert "few_shot" in capsys.readouterr().out
+    assert all(r["sensitivity"]["n"] == 10 for r in rows)
+    assert (tmp_path / "report.html").stat().st_size > 0

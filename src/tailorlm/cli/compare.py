@@ -61,6 +61,8 @@ def add_parser(commands) -> None:
         description="Rebuild OUT/report.{md,json,html} and the recommendation from the stored "
         "results, without running anything.")
     r.add_argument("out", help="a comparison folder (holds results.jsonl)")
+    r.add_argument("--screenshot", metavar="PNG", help="also render report.html to a PNG with "
+                   "headless Chromium")
     add_constraint_args(r)
     r.set_defaults(run=recommend_command)
 
@@ -159,6 +161,12 @@ def recommend_command(args) -> int:
     summary = write_reports(args.out, constraints(args))
     print(summary_table(summary))
     print(f"reports rewritten: {args.out}/report.md, report.html, report.json")
+    if args.screenshot:
+        from pathlib import Path
+
+        from tailorlm.compare.screenshot import screenshot
+
+        print(f"screenshot: {screenshot(Path(args.out) / 'report.html', args.screenshot)}")
     return 0
 
 

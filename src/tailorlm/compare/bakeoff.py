@@ -99,12 +99,12 @@ def run_plan(plan: Plan, out: str | Path, *, on_event=None, on_note=print) -> di
             f"sensitivity on {sizing['sensitivity']}; estimated "
             f"{sizing['estimate_seconds'] / 60:.0f} min of a {plan.tree['budget_minutes']} min "
             "budget")
-    test = evaluation_subset(test, sizing["max_test"], seed=0)
-    out.mkdir(parents=True, exist_ok=True)
     resolved = plan.to_dict()
     resolved["resolved"] = {**{k: v for k, v in sizing.items() if k != "notes"},
-                            "n_train_available": len(train), "n_test_available":
-                                len(test), "probe_seconds_per_query": p.s_query}
+                            "n_train_available": len(train), "n_test_available": len(test),
+                            "probe_seconds_per_query": p.s_query}
+    test = evaluation_subset(test, sizing["max_test"], seed=0)  # stratified, the same every run
+    out.mkdir(parents=True, exist_ok=True)
     (out / PLAN_FILE).write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
     runs = plan_runs(plan, train, sizing, p)
     rows = run_comparison(backend, train, test, runs, out, metric=plan.tree["eval"]["metric"],

@@ -98,6 +98,10 @@ def markdown(summary: dict) -> str:
                           for k in ks] for name, c in summary["curves"].items()]
         out += ["", "## Data efficiency (seed 0 beyond the main k)", "",
                 _md_table(["method"] + [f"k={k}" for k in ks], rows)]
+    out += ["", f"## Serving cost at {summary['queries_per_day']:,.0f} queries/day", "",
+            _md_table(["method", "fit (one-off)", "per query", "per month (this machine)",
+                       "per month via an API", "cheaper than few-shot after"],
+                      [_cost_row(m) for m in summary["methods"]])]
     prices = summary["prices"]
     out += ["", "## Prices assumed", "", ", ".join(f"{k} {v:g}" for k, v in prices.items())
             + f"; {summary['queries_per_day']:,.0f} queries/day."]
@@ -105,6 +109,14 @@ def markdown(summary: dict) -> str:
         out += ["", "## Skipped", ""] + [f"- {s['run']}: {s['reason']}"
                                          for s in summary["skipped"]]
     return "\n".join(out) + "\n"
+
+
+def _cost_row(m: dict) -> list[str]:
+    c = m.get("cost") or {}
+    be = m.get("break_even_queries")
+    return [m["method"], _fmt(c.get("fit_usd"), "${:.4f}"), _fmt(c.get("per_query_usd"), "${:.2e}"),
+            _fmt(c.get("monthly_usd"), "${:.2f}"), _fmt(c.get("api_monthly_usd"), "${:.2f}"),
+            "-" if be is None else f"{be:,.0f} queries"]
 
 
 def _md_table(columns: list[str], rows: list[list[str]]) -> str:

@@ -1,13 +1,16 @@
 """Run methods side by side on one task and append one result row per run.
 
-For each method: sample k examples per class from the training data (seeded), fit, save the adapter,
-evaluate on the test set, and append a row to `OUT/results.jsonl`. Rows are appended, never
-rewritten; a run whose key (method, config, seed, k, model, data) is already in the file is skipped,
-so an interrupted comparison picks up where it stopped.
+For each run (method, config, seed, k): sample k examples per class from the training data
+(seeded), fit, save the adapter, evaluate on the test set, and append a row to
+`OUT/results.jsonl`. Rows are appended, never rewritten; a run whose key (method, config, seed, k,
+model, data) is already in the file is skipped, so an interrupted comparison picks up where it
+stopped, and its checkpoints under OUT/work are removed once its row is written.
 
-Rows of methods that train also hold their training tokens, estimated FLOPs and optimizer bytes; a
-hybrid's, its per-variant test scores, bytes and fit seconds, and what one LoRA per variant would
-weigh instead (compare/tune.py).
+A run may also measure what the report needs beyond the score: `train_score` (the metric on the
+rows it was fitted on: the overfitting gap), `sensitivity` (compare/sensitivity.py) and
+`load_seconds` (adapter folder to a bound model: the rollback time). Rows of methods that train
+hold their training tokens, estimated FLOPs and optimizer bytes; a hybrid's, its per-variant test
+scores, bytes and fit seconds, and what one LoRA per variant would weigh instead (compare/tune.py).
 """
 
 from __future__ import annotations
@@ -158,7 +161,8 @@ def _run_one(backend, train, test, run: Run, spec, config, out: Path, metric, va
         "eval_tokens": result.tokens, "seed": run.seed, "k": run.k, "n_train": len(shots),
         "config": config.to_dict(), "adapter": str(adapter_dir),
         "base_model": backend.identity, "base_model_sha256": backend.sha256,
-        "dtype": str(backend.dtype).removeprefix("torch."), **trained,
+        "dtype": str(backend.dtype).removeprefix("torch."),
+        "device": next(backend.model.parameters()).device.type, **trained,
         "load_seconds": load_seconds(backend, adapter_dir),
     }
     if run.train_score:  # the rows it was fitted on (chosen from or trained on), at most 200

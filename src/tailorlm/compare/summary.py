@@ -8,7 +8,9 @@ risk, prompt sensitivity, the gain over zero-shot, and the cost projection:
     fit_usd         = fit seconds * hardware $/s          one-off; also the cost of a refit on a
                                                           new base model ("maintenance")
     per_query_usd   = measured seconds per query * hardware $/s     (local)
-                    = prompt tokens * input price + answer tokens * output price  (API endpoint)
+                    = prompt tokens * input price + answer tokens * output price  (API endpoint;
+                      also shown for every text prompt as api_per_query_usd: the same prompt
+                      sent to a hosted model)
     cost after N queries          = fit_usd + N * per_query_usd
     break-even vs few-shot (T-Few) = (fit_usd - fit_usd_fs) / (per_query_usd_fs - per_query_usd)
 
@@ -31,6 +33,7 @@ from tailorlm.compare.runner import read_results
 REFERENCE = ("few_shot", "prompt_template")  # what break-even is measured against, first present
 RISK = {"high": (0.15, 0.05), "medium": (0.05, 0.02)}  # (gap, seed std) thresholds
 RUN_LOG = "run_log.json"
+ANSWER_TOKENS = 2.0  # tokens an API bills for a classification answer (a label's words)
 
 
 def summarize(rows: list[dict], plan: dict, constraints=None, *, skipped=(),
@@ -96,7 +99,7 @@ def _method(name: str, runs: list[dict]) -> dict | None:
     gap = None if train_score is None else train_score - float(np.mean(scores))
     out = {
         "method": name, "family": runs[0].get("family"), "side": runs[0].get("side"),
-        "where": runs[0].get("where", "local"),
+        "where": runs[0].get("where", "local"), "device": runs[0].get("device", "cpu"),
         "score_mean": float(np.mean(scores)), "score_std": std, "n_seeds": len(scores),
         "scores": scores, "score_cis": [r.get("score_ci") for r in runs],
         "n_train": runs[0].get("n_train"),
@@ -121,17 +124,20 @@ def _risk(gap, std: float, n_seeds: int) -> str | None:
 
 
 def _cost(m: dict, prices: dict, qpd: float) -> dict:
-    per_second = prices["cpu_hour_usd"] / 3600
+    hour = prices["gpu_hour_usd"] if m.get("device") == "cuda" else prices["cpu_hour_usd"]
+    per_second = hour / 3600
     fit = (m["fit_seconds"] or 0.0) * per_second
-    if m["where"] == "remote":
-        answer = 2.0  # classification answers are a label's few tokens
-        per_query = ((m["prompt_tokens_per_query"] or 0) * prices["api_usd_per_1m_input_tokens"]
-                     + answer * prices["api_usd_per_1m_output_tokens"]) / 1e6
-    else:
-        per_query = (m["latency_ms_per_query"] or 0.0) / 1000 * per_second
-    return {"fit_usd": fit, "per_query_usd": per_query, "daily_usd": qpd * per_query,
-            "monthly_usd": 30 * qpd * per_query, "refit_usd": fit,
-            "refit_seconds": m["fit_seconds"]}
+    # what the same prompts cost through a hosted API at its token prices (text prompts only)
+    api = ((m["prompt_tokens_per_query"] or 0) * prices["api_usd_per_1m_input_tokens"]
+           + ANSWER_TOKENS * prices["api_usd_per_1m_output_tokens"]) / 1e6
+    per_query = api if m["where"] == "remote" else \
+        (m["latency_ms_per_query"] or 0.0) / 1000 * per_second
+    out = {"fit_usd": fit, "per_query_usd": per_query, "daily_usd": qpd * per_query,
+           "monthly_usd": 30 * qpd * per_query, "refit_usd": fit,
+           "refit_seconds": m["fit_seconds"]}
+    if m.get("family") == "prompt":
+        out.update(api_per_query_usd=api, api_monthly_usd=30 * qpd * api)
+    return out
 
 
 def _break_even(m: dict, ref: dict) -> float | None:
