@@ -12,7 +12,8 @@ a multiple of it:
 
 TRAIN_COST is each method's `MethodSpec.train_cost`: the forward+backward (+ optimizer) cost of
 a trained token relative to an evaluated one, from this project's CPU runs (docs/benchmarks.md):
-soft prompts 2.5, LoRA 3.5, full fine-tuning 10 (AdamW over every weight, and its checkpoints).
+soft prompts 3, LoRA 4.5, full fine-tuning 13 (AdamW over every weight, and its checkpoints),
+including per-epoch validation and checkpoint overheads measured on sst2 and trec runs.
 A hybrid costs its two sides. The runner corrects the estimate with each finished run's
 measured/estimated ratio.
 
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 from tailorlm.data.task import Task
 
 PROBE_ROWS = 24
-CHOICE_PASSES = 8  # prompt_template scores 7 templates + calibration; few_shot 4 sets on half
+CHOICE_PASSES = 12  # prompt_template: 7 templates + calibration; few_shot: that, then 4 sets (longer prompts)
 EXAMPLE_PASSES = 240
 MIN_TEST = 300
 SENSITIVITY_SHARE = 0.2  # of the budget, at most, for the wording-sensitivity probe

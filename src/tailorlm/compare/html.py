@@ -176,8 +176,11 @@ def _figure(name: str, title: str, caption_html: str, body: list[str], height: i
 
 def _pareto_plot(s: dict, colors: dict[str, str]) -> str:
     methods = s.get("methods") or []
-    by_cost = any(_get(m, "cost", "monthly_usd") is not None for m in methods)
-    keys = ("cost", "monthly_usd") if by_cost else ("fit_seconds",)
+    # the first month (fit + 30 days of queries): what summary.py's Pareto front is drawn on
+    first = any(_get(m, "cost", "first_month_usd") is not None for m in methods)
+    by_cost = first or any(_get(m, "cost", "monthly_usd") is not None for m in methods)
+    keys = ("cost", "first_month_usd" if first else "monthly_usd") if by_cost \
+        else ("fit_seconds",)
     points = [(m["method"], _get(m, *keys), m.get("score_mean"), m.get("score_std") or 0.0)
               for m in methods]
     points = [p for p in points if p[1] is not None and p[2] is not None]
@@ -190,7 +193,8 @@ def _pareto_plot(s: dict, colors: dict[str, str]) -> str:
     log = 10 if min(xs) > 0 and max(xs) > 10 * min(xs) else None
     x = _axis(xs, LEFT, W - 110, log)  # no legend: the room on the right is for labels
     y = _axis([p[2] - p[3] for p in points] + [p[2] + p[3] for p in points], BOTTOM, TOP)
-    xlabel = ("monthly cost, USD" if by_cost else "fit seconds") + (" (log scale)" if log else "")
+    xlabel = ("first month (fit + 30 days), USD" if first else "monthly cost, USD" if by_cost
+              else "fit seconds") + (" (log scale)" if log else "")
     body = _frame(x, y, xlabel, s.get("metric") or "score")
     on_front = sorted((p for p in points if p[0] in front), key=lambda p: p[1])
     if len(on_front) > 1:

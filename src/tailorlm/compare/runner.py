@@ -123,7 +123,8 @@ def run_comparison(backend: Backend, train: Task, test: Task, runs: list[Run], o
         _emit(on_event, "start", i, len(runs), run, None, left)
         started = time.perf_counter()
         row = _run_one(backend, train, test, run, spec, config, out, metric, val)
-        row["run_key"] = key
+        row.update(run_key=key, run_seconds=time.perf_counter() - started,
+                   estimate_seconds=run.estimate)
         append_result(out, row)
         shutil.rmtree(out / "work" / run.slug, ignore_errors=True)  # checkpoints: run is done
         clock.record(run, time.perf_counter() - started)
@@ -166,11 +167,15 @@ def _run_one(backend, train, test, run: Run, spec, config, out: Path, metric, va
         "load_seconds": load_seconds(backend, adapter_dir),
     }
     if run.train_score:  # the rows it was fitted on (chosen from or trained on), at most 200
+        start = time.perf_counter()
         seen = validation_subset(shots, run.seed)
         row["train_score"] = quick_score(backend, adapter, seen, result.metric)
+        row["train_score_seconds"] = time.perf_counter() - start
     if run.sensitivity:
+        start = time.perf_counter()
         rows = evaluation_subset(test, run.sensitivity, seed=0)
         row["sensitivity"] = measure(backend, adapter, rows, result.metric, seed=run.seed)
+        row["sensitivity_seconds"] = time.perf_counter() - start
     return row
 
 

@@ -133,8 +133,8 @@ def _cost(m: dict, prices: dict, qpd: float) -> dict:
     per_query = api if m["where"] == "remote" else \
         (m["latency_ms_per_query"] or 0.0) / 1000 * per_second
     out = {"fit_usd": fit, "per_query_usd": per_query, "daily_usd": qpd * per_query,
-           "monthly_usd": 30 * qpd * per_query, "refit_usd": fit,
-           "refit_seconds": m["fit_seconds"]}
+           "monthly_usd": 30 * qpd * per_query, "first_month_usd": fit + 30 * qpd * per_query,
+           "refit_usd": fit, "refit_seconds": m["fit_seconds"]}
     if m.get("family") == "prompt":
         out.update(api_per_query_usd=api, api_monthly_usd=30 * qpd * api)
     return out
@@ -189,7 +189,7 @@ def _crossings(curves: dict) -> list[dict]:
 def _pareto(methods: list[dict]) -> list[str]:
     """Methods no other beats on both quality (higher) and first-month cost (lower)."""
     def cost(m):
-        return m["cost"]["fit_usd"] + m["cost"]["monthly_usd"]
+        return m["cost"]["first_month_usd"]
     front = []
     for m in methods:
         dominated = any(o is not m and o["score_mean"] >= m["score_mean"] and cost(o) <= cost(m)

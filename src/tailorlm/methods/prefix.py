@@ -225,4 +225,4 @@ def from_state(config: PrefixConfig, state: dict, directory) -> PrefixAdapter:
 
 
 register(MethodSpec(NAME, PrefixConfig, fit, from_state, family="soft prompt",
-                      train_cost=2.5))
+                      train_cost=3.0))

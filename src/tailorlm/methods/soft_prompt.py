@@ -167,4 +167,4 @@ def from_state(config: SoftPromptConfig, state: dict, directory) -> SoftPromptAd
 
 
 register(MethodSpec(NAME, SoftPromptConfig, fit, from_state, family="soft prompt",
-                      train_cost=2.5))
+                      train_cost=3.0))
