@@ -95,3 +95,19 @@ def test_the_budget_skips_optional_runs_and_says_so(plan_args, tmp_path):
         | {f"{m}-k2-s0" for m in ("prompt_template", "few_shot")}
     assert all("over the budget" in s["reason"] for s in summary["skipped"])
     assert "Skipped" in (out / "report.md").read_text()
+
+
+def test_a_generation_plan(tmp_path, tiny_model_dir):
+    rows = [{"input": f"name[{n}], food[{f}]", "target": f"{n} serves {f} food."}
+            for n in ("Alpha", "Bravo", "Cobalt", "Delta") for f in ("Thai", "French")]
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    test = write_jsonl(tmp_path / "test.jsonl", rows[:4])
+    plan = default_plan([f"data.train={train}", f"data.test={test}", f"model={tiny_model_dir}",
+                         "seeds=1", "train.k=6", "train.curve=[]", "train.epochs=1",
+                         "eval.sensitivity=2", "methods=[prompt_template, soft_prompt, lora]",
+                         "methods.prompt_template.template=input_output"])
+    summary = run_plan(plan, tmp_path / "run", on_note=lambda line: None)
+    assert summary["metric"] == "rouge_l" and summary["kind"] == "generation"
+    for m in summary["methods"]:
+        assert 0 <= m["score_mean"] <= 1 and m["sensitivity"]["n_variants"] == 7
+    assert summary["recommendation"]["method"] in ("prompt_template", "soft_prompt", "lora")

@@ -93,3 +93,14 @@ def test_trained_and_hybrid_rows_carry_training_costs_and_variants(backend, tmp_
     assert {k: v["n_eval"] for k, v in hybrid["variants"].items()} == {"acme": 4, "globex": 4}
     assert all(0 <= v["score"] <= 1 and v["bytes"] > 0 for v in hybrid["variants"].values())
     assert hybrid["one_lora_per_variant_bytes"] > hybrid["add_variant_bytes"]
+
+
+def test_evaluation_subset_is_stratified_and_fixed():
+    from tailorlm.compare.runner import evaluation_subset
+
+    task = sentiment_task(20)  # rows sorted by label: the first 10 are one class
+    task = task.with_examples(sorted(task.examples, key=lambda e: e.label))
+    sub = evaluation_subset(task, 10)
+    assert len(sub) == 10 and {e.label for e in sub.examples} == set(task.labels)
+    assert [e.input for e in sub.examples] == [e.input for e in evaluation_subset(task, 10).examples]
+    assert evaluation_subset(task, None) is task and evaluation_subset(task, 99) is task

@@ -37,7 +37,7 @@ def load_data(plan: Plan) -> tuple[Task, Task, Task | None]:
         return train, test, None
     d = t["data"]
     fields = {k: d[k] for k in ("text_field", "label_field", "input_field", "target_field")}
-    common = dict(description=d["description"] or "", **fields)
+    common = dict(description=d["description"] or "", name=task_name(d["train"]), **fields)
     train = load_task(d["train"], kind=d["kind"], verbalizer=d["verbalizer"] or None, **common)
     same = dict(kind=train.kind, labels=train.labels or None,
                 verbalizer=train.verbalizer or None)
@@ -46,6 +46,14 @@ def load_data(plan: Plan) -> tuple[Task, Task, Task | None]:
     test = load_task(d["test"], **same, **common)
     val = load_task(d["val"], **same, **common) if d["val"] else None
     return train, test, val
+
+
+def task_name(path: str) -> str:
+    """The data's name for reports: the file's stem, or its folder's where the stem only says
+    which split it is (sst2/train.jsonl -> sst2)."""
+    p = Path(str(path))
+    splits = {"train", "test", "dev", "val", "valid", "validation"}
+    return p.parent.name if p.stem.lower() in splits and p.parent.name else p.stem
 
 
 def plan_runs(plan: Plan, train: Task, sizing: dict, p) -> list[Run]:

@@ -20,7 +20,7 @@ measured/estimated ratio.
 Sizing the default plan (`auto`), in this order:
     k       the largest of 16, 8, 4, 2, 1 per class with k * classes <= 128 (generation: 64 rows)
             that fits (halved while the estimate does not)
-    epochs  5, fewer for larger samples (about EXAMPLE_PASSES example-passes, at least 2)
+    epochs  about EXAMPLE_PASSES rows seen in all: 20 for a dozen rows, 2 from 120 rows
     curve   k/4, k, 4k where the data has them (4k * classes <= 512); 4k dropped if it does
             not fit
     n_test  as many test rows as fit the budget, at least MIN_TEST
@@ -38,6 +38,7 @@ from tailorlm.data.task import Task
 PROBE_ROWS = 24
 CHOICE_PASSES = 12  # prompt_template: 7 templates + calibration; few_shot: that, then 4 sets (longer prompts)
 EXAMPLE_PASSES = 240
+MAX_EPOCHS = 20
 MIN_TEST = 300
 SENSITIVITY_SHARE = 0.2  # of the budget, at most, for the wording-sensitivity probe
 MIN_SENSITIVITY = 20
@@ -72,7 +73,9 @@ def probe(backend, train: Task, test: Task) -> Probe:
 
 
 def epochs_for(n_fit: int) -> int:
-    return max(2, min(5, round(EXAMPLE_PASSES / max(n_fit, 1))))
+    """About EXAMPLE_PASSES rows seen in all, so a tiny sample still gets enough optimizer steps
+    (12 rows: 20 epochs, 30 steps at batch 8) and a large one is not run over and over."""
+    return max(2, min(MAX_EPOCHS, round(EXAMPLE_PASSES / max(n_fit, 1))))
 
 
 def n_shots(task: Task, k: int) -> int:

@@ -22,6 +22,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from tailorlm.compare.tables import human_bytes
+
 MIN_MARGIN = 0.01  # two scores closer than this are a tie whatever the seeds say
 
 
@@ -119,11 +121,10 @@ def reasons(m: dict, best: dict, order: list[dict], c: Constraints) -> list[str]
         out.append(f"first month at {qpd or 0:,.0f} queries/day: ${first_month(m):.4f} "
                    f"(fit ${cost.get('fit_usd', 0):.4f} once, ${cost.get('per_query_usd', 0):.2e}"
                    " per query)")
-    cheaper = [o for o in order if o is not m and first_month(o) > first_month(m)
-               and o["score_mean"] <= m["score_mean"] + 1e-12]
-    if cheaper and m is order[0]:
-        out.append("cheaper than " + ", ".join(o["method"] for o in cheaper[:3])
-                   + " at this volume for the same or lower quality")
+    beaten = [o["method"] for o in order if o is not m and first_month(o) > first_month(m)
+              and o["score_mean"] <= m["score_mean"]]
+    if beaten and m is order[0]:
+        out.append("as good or better than " + ", ".join(beaten) + ", and cheaper at this volume")
     if m.get("gain_over_zero_shot") is not None and m["method"] != "prompt_template":
         out.append(f"{100 * m['gain_over_zero_shot']:+.1f} points over zero-shot")
     sens = m.get("sensitivity") or {}
@@ -136,5 +137,5 @@ def reasons(m: dict, best: dict, order: list[dict], c: Constraints) -> list[str]
                    + (f" (train-test gap {gap:+.3f})" if gap is not None else ""))
     fit = m.get("fit_seconds") or 0
     out.append(f"fit {fit:.0f} s, {m.get('latency_ms_per_query') or 0:.0f} ms/query, "
-               f"{(m.get('artifact_bytes') or 0) / 1e6:.2f} MB to keep and roll back")
+               f"{human_bytes(m.get('artifact_bytes'))} to keep and roll back")
     return out

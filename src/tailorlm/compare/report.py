@@ -41,7 +41,7 @@ SUMMARY_COLUMNS = ["method", "score", "fit s", "ms/query", "prompt tok", "traina
 
 
 def summary_rows(summary: dict) -> list[list[str]]:
-    from tailorlm.compare.tables import _bytes
+    from tailorlm.compare.tables import human_bytes
 
     out = []
     for m in summary["methods"]:
@@ -50,7 +50,7 @@ def summary_rows(summary: dict) -> list[list[str]]:
             m["method"], f"{m['score_mean']:.3f} ± {m['score_std']:.3f}",
             _fmt(m["fit_seconds"], "{:.0f}"), _fmt(m["latency_ms_per_query"], "{:.0f}"),
             _fmt(m["prompt_tokens_per_query"], "{:.0f}"), _fmt(m["trainable_params"], "{:,.0f}"),
-            _bytes(m["artifact_bytes"]), _fmt(sens, "{:.3f}"), m.get("overfit_risk") or "-",
+            human_bytes(m["artifact_bytes"]), _fmt(sens, "{:.3f}"), m.get("overfit_risk") or "-",
             _fmt((m.get("cost") or {}).get("monthly_usd"), "{:.3f}")])
     return out
 

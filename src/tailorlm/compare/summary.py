@@ -20,6 +20,7 @@ Overfitting risk: high when the gap is over 0.15 or the seed std over 0.05; medi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -42,8 +43,10 @@ def summarize(rows: list[dict], plan: dict, constraints=None, *, skipped=(),
 
     resolved = plan.get("resolved", {})
     prices = {**COSTS, **(plan.get("costs") or {})}
-    constraints = constraints or Constraints(queries_per_day=prices["queries_per_day"])
-    qpd = constraints.queries_per_day or prices["queries_per_day"]
+    constraints = constraints or Constraints()
+    if constraints.queries_per_day is None:  # the plan's volume unless the user gives one
+        constraints = dataclasses.replace(constraints, queries_per_day=prices["queries_per_day"])
+    qpd = constraints.queries_per_day
     rows = [r for r in rows if "score" in r]
     k = resolved.get("k", rows[0]["k"] if rows else None)
     order = list(dict.fromkeys(r["method"] for r in rows))

@@ -48,7 +48,7 @@ def cost_performance(summary: dict) -> dict:
                else ""),
             "-" if gain is None else f"{100 * gain:+.1f} points",
             _overfit(m),
-            f"{_bytes(m['artifact_bytes'])}, loads in {_num(m['load_seconds'], '{:.2f}')} s",
+            f"{human_bytes(m['artifact_bytes'])}, loads in {_num(m['load_seconds'], '{:.2f}')} s",
         ])
     return {"columns": columns, "rows": rows}
 
@@ -93,7 +93,7 @@ def _seconds(s) -> str:
     return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
 
 
-def _bytes(n) -> str:
+def human_bytes(n) -> str:
     if n is None:
         return "-"
     for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
