@@ -129,10 +129,12 @@ def size_plan(plan, train: Task, test: Task, p: Probe, method_info: dict[str, di
     """The plan's `auto` values resolved against the data and the probe: {"k", "curve",
     "max_test", "sensitivity", "estimate_seconds", "notes"}.
 
-    Tries the preferred sizes first and gives up, in this order, until the whole plan fits:
-    the curve's largest point, then halving k (not below 4). If nothing fits whole, the largest k
-    whose required runs (every method once, at seed 0) fit, and leaves the extra seeds and curve
-    points to the runner, which skips those that do not fit in the time left.
+    Tries the preferred sizes first and gives up, in this order, until the whole plan fits with
+    at least MIN_TEST test rows: the curve's largest point, then halving k (not below 4), then
+    the curve. If nothing fits whole, the largest k whose required runs (every method once, at
+    seed 0) fit, and leaves the extra seeds and curve points to the runner, which skips those
+    that do not fit in the time left. Seeds come before the curve: a score without its spread
+    over seeds cannot be compared.
     """
     t = plan.tree
     budget = t["budget_minutes"] * 60 * SAFETY
@@ -141,21 +143,22 @@ def size_plan(plan, train: Task, test: Task, p: Probe, method_info: dict[str, di
         [c for c in (16, 8, 4, 2, 1) if c * n_classes <= 128] or [1]
         if train.kind == "classification" else [64, 32, 16])
     sens = _sensitivity_rows(t, p, method_info, budget, len(test))
+    options = [(k, c) for k in ks for c in _curves(t["train"]["curve"], train, k, n_classes)]
+    options += [(k, [k]) for k in ks if t["train"]["curve"] == "auto"]  # no curve: last resort
     tried = []
-    for k in ks:
-        for curve in _curves(t["train"]["curve"], train, k, n_classes):
-            fixed, per_row = _totals(plan, p, method_info, train, k, curve, sens)
-            max_test = t["eval"]["max_test"]
-            if max_test == "auto":
-                room = int((budget - fixed) / per_row) if per_row else len(test)
-                max_test = max(min(len(test), MIN_TEST), min(len(test), room))
-            else:
-                max_test = len(test) if max_test is None else min(max_test, len(test))
-            required, _ = _totals(plan, p, method_info, train, k, [k], sens, seeds=1)
-            tried.append({"k": k, "curve": curve, "max_test": max_test,
-                          "sensitivity": min(sens, max_test),
-                          "estimate_seconds": fixed + per_row * max_test,
-                          "required": required + len(method_info) * p.s_query * max_test})
+    for k, curve in options:
+        fixed, per_row = _totals(plan, p, method_info, train, k, curve, sens)
+        max_test = t["eval"]["max_test"]
+        if max_test == "auto":
+            room = int((budget - fixed) / per_row) if per_row else len(test)
+            max_test = max(min(len(test), MIN_TEST), min(len(test), room))
+        else:
+            max_test = len(test) if max_test is None else min(max_test, len(test))
+        required, _ = _totals(plan, p, method_info, train, k, [k], sens, seeds=1)
+        tried.append({"k": k, "curve": curve, "max_test": max_test,
+                      "sensitivity": min(sens, max_test),
+                      "estimate_seconds": fixed + per_row * max_test,
+                      "required": required + len(method_info) * p.s_query * max_test})
     # a whole plan at a tiny k teaches less than most of a plan at a useful one
     whole = [c for c in tried if c["estimate_seconds"] <= budget and c["k"] >= min(4, ks[0])]
     part = [c for c in tried if c["required"] <= budget]
