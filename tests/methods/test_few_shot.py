@@ -44,6 +44,13 @@ def test_fit_and_round_trip(backend, tmp_path, selection):
     np.testing.assert_allclose(adapter.adjust(raw), scores, atol=1e-4)
 
 
+def test_one_example_per_class_is_judged_on_the_pool(backend):
+    task = sentiment_task(1)  # nothing to hold out: the split would leave validation empty
+    config = FewShotConfig(n_demos=2, template="text_label", n_candidates=2)
+    adapter = get_method("few_shot").fit(backend, task, None, config, seed=0)
+    assert sorted(e.label for e in adapter.demos) == sorted(task.labels)
+
+
 def test_similar_picks_nearest_and_never_the_query(backend):
     task = sentiment_task(8)
     config = FewShotConfig(n_demos=1, selection="similar", template="text_label", calibrate="off")

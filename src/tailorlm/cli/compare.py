@@ -179,8 +179,9 @@ def _progress(started: float):
             line = f"{name}: fitting and evaluating ({elapsed / 60:.1f} min elapsed{left})"
         elif kind == "skip":
             line = f"{name}: already in results.jsonl, skipped"
-        elif kind == "budget":
-            line = f"{name}: skipped, {row['reason']}"
+        elif kind in ("budget", "failed"):
+            line = f"{name}: skipped, {row['reason']}" if kind == "budget" else \
+                f"{name}: {row['reason']} (traceback in errors.log; rerun to retry)"
         else:
             line = (f"{name}: {row['metric']} {row['score']:.3f} (fit {row['fit_seconds']:.0f}s, "
                     f"eval {row['eval_seconds']:.0f}s{left})")

@@ -7,12 +7,12 @@ a multiple of it:
     eval(n)         n * s_query
     choose prompts  CHOICE_PASSES * min(n_train, 200) * s_query          (prompt family)
     train           n_fit * epochs * row_tokens * TRAIN_COST / tok_s
-                    + epochs * validation rows * s_query  (+ a checkpoint per epoch: full)
+                    + min(epochs, 5) * validation rows * s_query
     sensitivity     variants * rows * s_query
 
 TRAIN_COST is each method's `MethodSpec.train_cost`: the forward+backward (+ optimizer) cost of
 a trained token relative to an evaluated one, from this project's CPU runs (docs/benchmarks.md):
-soft prompts 3, LoRA 4.5, full fine-tuning 13 (AdamW over every weight, and its checkpoints),
+soft prompts 3, LoRA 4.5, full fine-tuning 8 (AdamW over every weight, and its checkpoints),
 including per-epoch validation and checkpoint overheads measured on sst2 and trec runs.
 A hybrid costs its two sides. The runner corrects the estimate with each finished run's
 measured/estimated ratio.
@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass
 
 from tailorlm.data.task import Task
+from tailorlm.methods.trainable import MAX_EVALUATIONS
 
 PROBE_ROWS = 24
 CHOICE_PASSES = 12  # prompt_template: 7 templates + calibration; few_shot: that, then 4 sets (longer prompts)
@@ -108,7 +109,8 @@ def estimate_fit(p: Probe, sides: tuple[float, ...], n: int, epochs: int) -> flo
             total += CHOICE_PASSES * min(n, 200) * p.s_query
             continue
         n_fit, n_val = math.ceil(0.75 * n), min(math.floor(0.25 * n), 200)
-        total += n_fit * epochs * p.row_tokens * cost / p.tok_s + epochs * n_val * p.s_query
+        evaluations = min(epochs, MAX_EVALUATIONS)
+        total += n_fit * epochs * p.row_tokens * cost / p.tok_s + evaluations * n_val * p.s_query
     return total
 
 

@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from tailorlm.methods.selection import validation_subset
 from tailorlm.models.backend import Backend
 
 RESULTS = "results.jsonl"
+ERRORS = "errors.log"  # tracebacks of runs that failed; they are retried on the next call
 
 
 @dataclass
@@ -95,7 +97,8 @@ def run_comparison(backend: Backend, train: Task, test: Task, runs: list[Run], o
     With `budget_seconds`, a run that is not `required` is skipped when the time spent plus its
     estimate (scaled by how far earlier runs' estimates were off) would pass the budget; it is
     returned as {"skipped": True, "reason": ..., "run": slug} and not written, so a later call
-    with more budget runs it.
+    with more budget runs it. A run that raises is returned the same way ("failed: ...", the
+    traceback in OUT/errors.log) and the comparison goes on.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -122,7 +125,18 @@ def run_comparison(backend: Backend, train: Task, test: Task, runs: list[Run], o
             continue
         _emit(on_event, "start", i, len(runs), run, None, left)
         started = time.perf_counter()
-        row = _run_one(backend, train, test, run, spec, config, out, metric, val)
+        try:
+            row = _run_one(backend, train, test, run, spec, config, out, metric, val)
+        except Exception as e:  # one method's failure must not cost the rest of the comparison
+            failed = {"skipped": True, "reason": f"failed: {type(e).__name__}: {e}",
+                      "method": run.method, "seed": run.seed, "k": run.k, "role": run.role,
+                      "run": run.slug}
+            with open(out / ERRORS, "a", encoding="utf-8") as f:
+                f.write(f"== {run.slug}\n{traceback.format_exc()}\n")
+            clock.record(run, time.perf_counter() - started)
+            _emit(on_event, "failed", i, len(runs), run, failed, clock.left(runs[i + 1:]))
+            rows.append(failed)
+            continue
         row.update(run_key=key, run_seconds=time.perf_counter() - started,
                    estimate_seconds=run.estimate)
         append_result(out, row)

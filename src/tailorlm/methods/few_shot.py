@@ -86,6 +86,8 @@ def fit(backend, train: Task, val: Task | None, config: FewShotConfig, *,
         # Demonstrations come from one half of the training set, judged on the other.
         pool_task, val = split(train, 0.5, seed) if train.kind == "classification" else \
             (train.with_examples(train.examples[::2]), train.with_examples(train.examples[1::2]))
+        if not len(val):  # one example per class: nothing to hold out, judge on the pool itself
+            pool_task, val = train, train
     else:
         pool_task = train
     judge = validation_subset(val, seed)

@@ -113,4 +113,4 @@ def from_state(config: FullConfig, state: dict, directory=None) -> FullAdapter:
 
 
 register(MethodSpec(NAME, FullConfig, fit, from_state, side="weight", family="fine tuning",
-                      train_cost=13.0))
+                      train_cost=8.0))
