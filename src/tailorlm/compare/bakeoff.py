@@ -79,6 +79,7 @@ def plan_runs(plan: Plan, train: Task, sizing: dict, p) -> list[Run]:
                           train_score=t["eval"]["train_score"], estimate=estimate,
                           required=first)
                 (main if first else extra if kk == k else curve).append(run)
+    extra.sort(key=lambda r: r.seed)  # seed 1 of every method before seed 2 of any
     return main + extra + curve
 
 

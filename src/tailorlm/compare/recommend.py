@@ -107,7 +107,8 @@ def is_tied(m: dict, best: dict) -> bool:
 
 
 def reasons(m: dict, best: dict, order: list[dict], c: Constraints) -> list[str]:
-    score = f"score {m['score_mean']:.3f} ± {m['score_std']:.3f} over {m['n_seeds']} seed(s)"
+    score = (f"score {m['score_mean']:.3f} ± {m['score_std']:.3f} over {m['n_seeds']} seeds"
+             if m["n_seeds"] > 1 else f"score {m['score_mean']:.3f} (1 seed: spread not measured)")
     if m is best:
         score += " (the best)"
     else:
