@@ -207,9 +207,8 @@ def load_seconds(backend: Backend, adapter_dir: Path) -> float:
     """Seconds from the adapter's folder to a model that answers with it: the time a rollback to
     this version takes."""
     start = time.perf_counter()
-    adapter = load_adapter(adapter_dir)
-    bound = adapter.bind(backend) if not hasattr(adapter, "groups") else None
-    if bound is not None and bound.virtual_prefix is not None:
+    bound = load_adapter(adapter_dir).bind(backend)  # a hybrid binds its weight side here
+    if bound.virtual_prefix is not None:
         bound.virtual_prefix()
     return time.perf_counter() - start
 
