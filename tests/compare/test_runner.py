@@ -102,7 +102,8 @@ def test_evaluation_subset_is_stratified_and_fixed():
     task = task.with_examples(sorted(task.examples, key=lambda e: e.label))
     sub = evaluation_subset(task, 10)
     assert len(sub) == 10 and {e.label for e in sub.examples} == set(task.labels)
-    assert [e.input for e in sub.examples] == [e.input for e in evaluation_subset(task, 10).examples]
+    again = evaluation_subset(task, 10)
+    assert [e.input for e in sub.examples] == [e.input for e in again.examples]
     assert evaluation_subset(task, None) is task and evaluation_subset(task, 99) is task
 
 

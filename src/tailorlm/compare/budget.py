@@ -11,18 +11,17 @@ a multiple of it:
     sensitivity     variants * rows * s_query
 
 TRAIN_COST is each method's `MethodSpec.train_cost`: the forward+backward (+ optimizer) cost of
-a trained token relative to an evaluated one, from this project's CPU runs (docs/benchmarks.md):
-soft prompts 3, LoRA 4.5, full fine-tuning 8 (AdamW over every weight, and its checkpoints),
-including per-epoch validation and checkpoint overheads measured on sst2 and trec runs.
-A hybrid costs its two sides. The runner corrects the estimate with each finished run's
-measured/estimated ratio.
+a trained token relative to an evaluated one, fitted to this project's sst2 and trec runs on
+CPU: soft prompts 3, LoRA 4.5, full fine-tuning 8 (AdamW over every weight, and checkpoints of
+all of them). A hybrid costs its two sides. The runner corrects the estimate with each finished
+run's measured/estimated ratio.
 
 Sizing the default plan (`auto`), in this order:
-    k       the largest of 16, 8, 4, 2, 1 per class with k * classes <= 128 (generation: 64 rows)
-            that fits (halved while the estimate does not)
+    k       the largest of 16, 8, 4, 2, 1 per class with k * classes <= 128 (generation: 64,
+            32, 16 rows) that fits
     epochs  about EXAMPLE_PASSES rows seen in all: 20 for a dozen rows, 2 from 120 rows
-    curve   k/4, k, 4k where the data has them (4k * classes <= 512); 4k dropped if it does
-            not fit
+    curve   k/4, k, 4k where the data has them (4k * classes <= 512); 4k is dropped first,
+            then k is halved, then the curve goes (seeds come before the curve)
     n_test  as many test rows as fit the budget, at least MIN_TEST
     sensitivity rows: min(200, n_test), at most SENSITIVITY_SHARE of the budget
 """
@@ -37,7 +36,9 @@ from tailorlm.data.task import Task
 from tailorlm.methods.trainable import MAX_EVALUATIONS
 
 PROBE_ROWS = 24
-CHOICE_PASSES = 12  # prompt_template: 7 templates + calibration; few_shot: that, then 4 sets (longer prompts)
+# passes over the judged rows to choose a prompt: prompt_template scores 7 templates and a
+# calibration; few_shot that, then 4 demonstration sets with longer prompts
+CHOICE_PASSES = 12
 EXAMPLE_PASSES = 240
 MAX_EPOCHS = 20
 MIN_TEST = 300
