@@ -8,8 +8,8 @@ The rules, in order (each is a line of code below, and tested on hand-made resul
        --sensitive-data    nothing that sends data to a remote endpoint (where == "remote")
        --max-train-minutes fit time;  --max-latency-ms  time per query;
        --max-memory-mb     peak memory;  --max-monthly-usd  fit + 30 days at the query volume
-  2. Quality first: the best mean score, and every method within noise of it
-     (mean >= best - max(MIN_MARGIN, sqrt(std_best^2 + std^2))) count as tied.
+  2. Quality first: the best mean score, and every method within the best's noise
+     (mean >= best - max(MIN_MARGIN, std of the best over seeds)) count as tied.
   3. Among the tied, the cheapest over the first month at --queries-per-day (fit + 30 days of
      queries) wins: at low volume the one-off fit dominates (prompts win), at high volume the
      per-query cost does (short prompts of tuned models win: T-Few's argument). Then lower prompt
@@ -102,8 +102,9 @@ def recommend(methods: list[dict], constraints: Constraints) -> dict:
 
 
 def is_tied(m: dict, best: dict) -> bool:
-    margin = max(MIN_MARGIN, math.hypot(best["score_std"] or 0, m["score_std"] or 0))
-    return m["score_mean"] >= best["score_mean"] - margin
+    """Within the best's own noise: how far the best moves between seeds (a candidate's own
+    spread does not widen the band, or the least stable method would tie most easily)."""
+    return m["score_mean"] >= best["score_mean"] - max(MIN_MARGIN, best["score_std"] or 0)
 
 
 def reasons(m: dict, best: dict, order: list[dict], c: Constraints) -> list[str]:
@@ -126,8 +127,9 @@ def reasons(m: dict, best: dict, order: list[dict], c: Constraints) -> list[str]
               and o["score_mean"] <= m["score_mean"]]
     if beaten and m is order[0]:
         out.append("as good or better than " + ", ".join(beaten) + ", and cheaper at this volume")
-    if m.get("gain_over_zero_shot") is not None and m["method"] != "prompt_template":
-        out.append(f"{100 * m['gain_over_zero_shot']:+.1f} points over zero-shot")
+    gain = m.get("gain_over_zero_shot")
+    if gain is not None and m["method"] != "prompt_template":
+        out.append(f"{100 * abs(gain):.1f} points {'above' if gain >= 0 else 'below'} zero-shot")
     sens = m.get("sensitivity") or {}
     if sens.get("std") is not None:
         out.append(f"wording sensitivity: std {sens['std']:.3f}, range {sens['range']:.3f} over "
