@@ -40,7 +40,7 @@ h3{font-size:15px;margin:12px 0 4px}
 .rec ul{margin:4px 0}.rec h2{margin-top:12px}.muted{color:#666}
 table{border-collapse:collapse;margin:8px 0;font-size:13px;display:block;
   overflow-x:auto}
-th,td{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left;white-space:nowrap}
+th,td{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left}td.num{white-space:nowrap}
 th{background:#f3f3f3;white-space:normal;vertical-align:bottom}.num{text-align:right}
 tr.chosen td{background:#eef7ea;font-weight:600}
 .sw{display:inline-block;width:11px;height:11px;border-radius:2px;margin-right:6px}

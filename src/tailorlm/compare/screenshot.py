@@ -37,7 +37,7 @@ def _page_height(html: str) -> int:
     """A height that holds the whole page: generous per table row and plot, never under 1600."""
     rows = len(re.findall(r"<tr[ >]", html)) + len(re.findall(r"<li[ >]", html))
     plots = html.count("<figure")
-    return max(1600, 700 + 26 * rows + 230 * plots)
+    return max(1600, 700 + 44 * rows + 230 * plots)  # rows of the wider tables wrap
 
 
 def screenshot(html_path: str | Path, png_path: str | Path, width: int = 1280,
@@ -67,4 +67,19 @@ def screenshot(html_path: str | Path, png_path: str | Path, width: int = 1280,
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise TailorError(f"Chromium wrote no screenshot (exit {done.returncode}: {last}); "
                           f"{INSTALL}")
+    _trim(png_path)
     return png_path
+
+
+def _trim(png_path: Path, margin: int = 24) -> None:
+    """Cut the blank band below the page (the window is sized generously), where Pillow is
+    installed (the test extra); without it the PNG keeps its blank bottom."""
+    try:
+        from PIL import Image, ImageChops
+    except ImportError:
+        return
+    with Image.open(png_path) as image:
+        rgb = image.convert("RGB")
+    box = ImageChops.difference(rgb, Image.new("RGB", rgb.size, (255, 255, 255))).getbbox()
+    if box and box[3] + margin < rgb.height:
+        rgb.crop((0, 0, rgb.width, box[3] + margin)).save(png_path)

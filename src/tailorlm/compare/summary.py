@@ -111,9 +111,12 @@ def _method(name: str, runs: list[dict]) -> dict | None:
         "sensitivity": sens,
     }
     for key in ("fit_seconds", "eval_seconds", "latency_ms_per_query", "prompt_tokens_per_query",
-                "trainable_params", "total_params", "artifact_bytes", "peak_rss_mb",
-                "load_seconds", "optimizer_bytes", "train_tokens"):
+                "peak_rss_mb", "load_seconds"):
         out[key] = _mean(runs, key)
+    for key in ("trainable_params", "total_params", "artifact_bytes", "optimizer_bytes",
+                "train_tokens"):  # counts: the same or nearly so for every seed
+        value = _mean(runs, key)
+        out[key] = None if value is None else round(value)
     return out
 
 
