@@ -42,6 +42,7 @@ CHOICE_PASSES = 12
 EXAMPLE_PASSES = 240
 MAX_EPOCHS = 20
 MIN_TEST = 300
+MIN_PART_TEST = 50  # test rows when even one run per method does not fit in the budget
 SENSITIVITY_SHARE = 0.2  # of the budget, at most, for the wording-sensitivity probe
 MIN_SENSITIVITY = 20
 SAFETY = 0.85  # share of the budget the estimate may fill: estimates run a little short
@@ -63,14 +64,24 @@ def probe(backend, train: Task, test: Task) -> Probe:
     template = resolve("default", train)
     adapter = PromptAdapter("prompt_template", None, train.with_examples([]), template)
     rows = test.with_examples(test.examples[:PROBE_ROWS])
-    evaluate(backend, adapter, rows.with_examples(rows.examples[:2]))  # warm up
-    start = time.perf_counter()
-    result = evaluate(backend, adapter, rows)
-    seconds = max(time.perf_counter() - start, 1e-3)
+    if test.kind == "generation":  # the worst case: every answer runs to the token limit
+        from tailorlm.engine.generate import generate
+
+        prompts = [adapter.prompt(e) for e in rows.examples]
+        generate(backend, prompts[:2], stop=())  # warm up
+        tokens = []
+        start = time.perf_counter()
+        generate(backend, prompts, stop=(), on_tokens=tokens.append)
+        seconds, n_tokens = max(time.perf_counter() - start, 1e-3), sum(tokens)
+    else:
+        evaluate(backend, adapter, rows.with_examples(rows.examples[:2]))  # warm up
+        start = time.perf_counter()
+        n_tokens = evaluate(backend, adapter, rows).tokens
+        seconds = max(time.perf_counter() - start, 1e-3)
     sample = train.examples[:64]
     row_tokens = sum(len(backend.encode(template.render_query(train, e.input) + " " + e.target))
                      for e in sample) / max(len(sample), 1)
-    return Probe(s_query=seconds / len(rows), tok_s=result.tokens / seconds,
+    return Probe(s_query=seconds / len(rows), tok_s=n_tokens / seconds,
                  row_tokens=row_tokens, n_labels=len(train.labels or []))
 
 
@@ -157,24 +168,37 @@ def size_plan(plan, train: Task, test: Task, p: Probe, method_info: dict[str, di
             max_test = max(min(len(test), MIN_TEST), min(len(test), room))
         else:
             max_test = len(test) if max_test is None else min(max_test, len(test))
-        required, _ = _totals(plan, p, method_info, train, k, [k], sens, seeds=1)
+        # what must run whatever the budget: every method once at k; its test rows shrink
+        # (not below MIN_PART_TEST) until that fits, the rest is left to the runner
+        req_fixed, req_row = _totals(plan, p, method_info, train, k, [k], sens, seeds=1)
+        part_test = max_test if t["eval"]["max_test"] != "auto" else \
+            max(min(len(test), MIN_PART_TEST), min(max_test, int((budget - req_fixed) / req_row)))
         tried.append({"k": k, "curve": curve, "max_test": max_test,
                       "sensitivity": min(sens, max_test),
                       "estimate_seconds": fixed + per_row * max_test,
-                      "required": required + len(method_info) * p.s_query * max_test})
+                      "part_test": part_test, "required": req_fixed + req_row * part_test,
+                      "per_row": per_row})
     # a whole plan at a tiny k teaches less than most of a plan at a useful one
     whole = [c for c in tried if c["estimate_seconds"] <= budget and c["k"] >= min(4, ks[0])]
-    part = [c for c in tried if c["required"] <= budget]
-    chosen = (whole or part or tried[-1:])[0]
+    part = [{**c, "max_test": c["part_test"], "sensitivity": min(sens, c["part_test"]),
+             "estimate_seconds": c["estimate_seconds"] - c["per_row"] * (
+                 c["max_test"] - c["part_test"])} for c in tried]
+    fits = [c for c in part if c["required"] <= budget]
+    # nothing fits: the cheapest required runs, which the runner runs whatever the budget
+    chosen = (whole or fits or [min(part, key=lambda c: c["required"])])[0]
     notes = []
     unit = "per class" if train.kind == "classification" else "examples"
     if chosen["k"] != ks[0]:
         notes.append(f"k={chosen['k']} {unit} (not {ks[0]}) to fit the budget")
-    if not whole:
+    if not whole and not fits:
+        notes.append(f"even one run per method needs about {chosen['required'] / 60:.0f} min: "
+                     "they run anyway; nothing else does")
+    elif not whole:
         notes.append(f"the whole plan needs about {chosen['estimate_seconds'] / 60:.0f} min, over "
                      f"the {t['budget_minutes']:g} min budget: the runner skips the extra seeds "
                      "and curve points that do not fit")
-    return {**{k: v for k, v in chosen.items() if k != "required"}, "notes": notes}
+    return {**{k: v for k, v in chosen.items() if k not in ("required", "part_test", "per_row")},
+            "notes": notes}
 
 
 def _curves(spec, train: Task, k: int, n_classes: int) -> list[list[int]]:
