@@ -56,3 +56,13 @@ def test_calibration_on_sets_a_bias(backend):
 def test_bad_calibrate_value():
     with pytest.raises(TailorError, match="calibrate must be one of auto, on, off"):
         PromptTemplateConfig(calibrate="yes")
+
+
+def test_one_example_per_class_of_many_classes_is_judged():
+    from tailorlm.data.task import Example, Task
+    from tailorlm.methods.selection import validation_subset
+
+    labels = [f"l{i}" for i in range(77)]  # banking77 at k=1: a stratified split is empty
+    task = Task("t", "classification", [Example(f"x {lab}", lab, lab) for lab in labels])
+    judge = validation_subset(task, seed=0)
+    assert len(judge) == 50 and len({e.label for e in judge.examples}) == 50

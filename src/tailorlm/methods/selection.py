@@ -35,7 +35,9 @@ def validation_subset(val: Task, seed: int) -> Task:
     if len(val) <= limit:
         return val
     if val.kind == "classification":
-        return split(val, limit, seed)[1]
+        part = split(val, limit, seed)[1]
+        if len(part):  # empty when every label has a single example: sample the rows instead
+            return part
     rng = np.random.default_rng(seed)
     idx = sorted(rng.choice(len(val), limit, replace=False))
     return val.with_examples([val.examples[i] for i in idx])
