@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -72,3 +73,26 @@ def test_bad_file_fails_before_any_model_loads(tmp_path, capsys, monkeypatch):
                  str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert code == 2 and "train.jsonl" in err and "line 2" in err
+
+
+EXAMPLE = Path(__file__).parents[2] / "configs" / "examples" / "support_compare.yaml"
+
+
+def test_plan_file_with_dotted_overrides_and_flags(tmp_path, monkeypatch, capsys):
+    import tailorlm.compare.bakeoff as bakeoff
+
+    seen = {}
+
+    def fake_run_plan(plan, out, **kwargs):
+        seen["plan"] = plan
+        raise SystemExit(0)
+
+    monkeypatch.setattr(bakeoff, "run_plan", fake_run_plan)
+    monkeypatch.setattr(bakeoff, "load_data", lambda plan: None)
+    with pytest.raises(SystemExit):
+        main(["compare", "--plan", str(EXAMPLE), "train.k=64",
+              "seeds=3", "--max-test", "40", "--set", "lora.r=16", "--out", str(tmp_path)])
+    plan = seen["plan"]
+    assert plan.get("train.k") == 64 and plan.seeds == [0, 1, 2]
+    assert plan.get("eval.max_test") == 40 and plan.get("task") == "support_routing"
+    assert {m.method: m.config for m in plan.methods}["lora"] == {"r": 16}
