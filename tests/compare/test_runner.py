@@ -129,3 +129,13 @@ def test_a_failing_run_is_reported_and_the_rest_go_on(backend, tmp_path, monkeyp
     monkeypatch.setattr(runner, "_run_one", real)  # fixed: the next call retries it
     run_comparison(backend, task, task, RUNS, tmp_path)
     assert [r["method"] for r in read_results(tmp_path)] == ["few_shot", "prompt_template"]
+
+
+def test_evaluation_subset_of_many_labels_is_never_empty():
+    from tailorlm.compare.runner import evaluation_subset
+    from tailorlm.data.task import Example, Task
+
+    labels = [f"l{i}" for i in range(77)]  # banking77: 20 rows over 77 labels
+    task = Task("t", "classification", [Example(f"x {lab} {i}", lab, lab)
+                                        for lab in labels for i in range(3)])
+    assert len(evaluation_subset(task, 20)) >= 10
