@@ -199,7 +199,7 @@ def evaluation_subset(task: Task, n: int | None, seed: int = 0) -> Task:
         return task
     if task.kind == "classification":
         part = split(task, n, seed)[1]
-        if len(part) >= n // 2:  # many labels, few rows: most labels' share rounds to none
+        if n // 2 <= len(part) <= n:  # many labels, few rows: shares round to none, or to one
             return part
     idx = sorted(np.random.default_rng(seed).choice(len(task), n, replace=False))
     return task.with_examples([task.examples[i] for i in idx])
