@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tailorlm.compare.tables import human_bytes, or_dash
+
 COLUMNS = [  # (header, key, format)
     ("method", "method", "{}"), ("score", "score", "{:.3f}"), ("95% CI", "score_ci", None),
     ("fit s", "fit_seconds", "{:.1f}"), ("eval s", "eval_seconds", "{:.1f}"),
@@ -41,17 +43,16 @@ SUMMARY_COLUMNS = ["method", "score", "fit s", "ms/query", "prompt tok", "traina
 
 
 def summary_rows(summary: dict) -> list[list[str]]:
-    from tailorlm.compare.tables import human_bytes
-
     out = []
     for m in summary["methods"]:
         sens = (m.get("sensitivity") or {}).get("std")
         out.append([
             m["method"], f"{m['score_mean']:.3f} ± {m['score_std']:.3f}",
-            _fmt(m["fit_seconds"], "{:.0f}"), _fmt(m["latency_ms_per_query"], "{:.0f}"),
-            _fmt(m["prompt_tokens_per_query"], "{:.0f}"), _fmt(m["trainable_params"], "{:,.0f}"),
-            human_bytes(m["artifact_bytes"]), _fmt(sens, "{:.3f}"), m.get("overfit_risk") or "-",
-            _fmt((m.get("cost") or {}).get("monthly_usd"), "{:.3f}")])
+            or_dash(m["fit_seconds"], "{:.0f}"), or_dash(m["latency_ms_per_query"], "{:.0f}"),
+            or_dash(m["prompt_tokens_per_query"], "{:.0f}"),
+            or_dash(m["trainable_params"], "{:,.0f}"),
+            human_bytes(m["artifact_bytes"]), or_dash(sens, "{:.3f}"), m.get("overfit_risk") or "-",
+            or_dash((m.get("cost") or {}).get("monthly_usd"), "{:.3f}")])
     return out
 
 
@@ -114,8 +115,9 @@ def markdown(summary: dict) -> str:
 def _cost_row(m: dict) -> list[str]:
     c = m.get("cost") or {}
     be = m.get("break_even_queries")
-    return [m["method"], _fmt(c.get("fit_usd"), "${:.4f}"), _fmt(c.get("per_query_usd"), "${:.2e}"),
-            _fmt(c.get("monthly_usd"), "${:.2f}"), _fmt(c.get("api_monthly_usd"), "${:.2f}"),
+    return [m["method"], or_dash(c.get("fit_usd"), "${:.4f}"),
+            or_dash(c.get("per_query_usd"), "${:.2e}"),
+            or_dash(c.get("monthly_usd"), "${:.2f}"), or_dash(c.get("api_monthly_usd"), "${:.2f}"),
             "-" if be is None else f"{be:,.0f} queries"]
 
 
@@ -127,6 +129,3 @@ def _md_table(columns: list[str], rows: list[list[str]]) -> str:
     lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
-
-def _fmt(value, fmt: str) -> str:
-    return "-" if value is None else fmt.format(value)

@@ -29,7 +29,9 @@ import numpy as np
 import yaml
 
 from tailorlm.compare.plan import COSTS
+from tailorlm.compare.recommend import Constraints, recommend
 from tailorlm.compare.runner import read_results
+from tailorlm.compare.tables import cost_performance, key_differences
 
 REFERENCE = ("few_shot", "prompt_template")  # what break-even is measured against, first present
 RISK = {"high": (0.15, 0.05), "medium": (0.05, 0.02)}  # (gap, seed std) thresholds
@@ -39,8 +41,6 @@ ANSWER_TOKENS = 2.0  # tokens an API bills for a classification answer (a label'
 
 def summarize(rows: list[dict], plan: dict, constraints=None, *, skipped=(),
               wall_seconds=None) -> dict:
-    from tailorlm.compare.recommend import Constraints, recommend
-
     resolved = plan.get("resolved", {})
     prices = {**COSTS, **(plan.get("costs") or {})}
     constraints = constraints or Constraints()
@@ -76,8 +76,6 @@ def summarize(rows: list[dict], plan: dict, constraints=None, *, skipped=(),
         "pareto": _pareto(methods), "skipped": list(skipped),
     }
     summary["recommendation"] = recommend(methods, constraints)
-    from tailorlm.compare.tables import cost_performance, key_differences
-
     summary["tables"] = {"key_differences": key_differences(summary),
                          "cost_performance": cost_performance(summary)}
     return summary

@@ -22,8 +22,8 @@ def key_differences(summary: dict) -> dict:
         ["examples used"] + [_examples(m, summary) for m in methods],
         ["fit time (one-off)"] + [_seconds(m["fit_seconds"]) for m in methods],
         ["inference: prompt tokens, time per query"] + [
-            f"{_num(m['prompt_tokens_per_query'], '{:.0f}')} tok, "
-            f"{_num(m['latency_ms_per_query'], '{:.0f}')} ms" for m in methods],
+            f"{or_dash(m['prompt_tokens_per_query'], '{:.0f}')} tok, "
+            f"{or_dash(m['latency_ms_per_query'], '{:.0f}')} ms" for m in methods],
         ["wording sensitivity (std / range)"] + [_sensitivity(m) for m in methods],
         [f"quality ({summary['metric']}, mean ± std)"] + [
             f"{m['score_mean']:.3f} ± {m['score_std']:.3f}" for m in methods],
@@ -43,12 +43,13 @@ def cost_performance(summary: dict) -> dict:
             m["method"],
             f"{_seconds(m['fit_seconds'])} (${cost.get('fit_usd', 0):.4f})",
             f"{_seconds(cost.get('refit_seconds'))} (${cost.get('refit_usd', 0):.4f}) per refit",
-            f"peak {_num(m['peak_rss_mb'], '{:,.0f}')} MB; {_params(m)} trained"
+            f"peak {or_dash(m['peak_rss_mb'], '{:,.0f}')} MB; {_params(m)} trained"
             + (f"; optimizer {m['optimizer_bytes'] / 1e6:,.1f} MB" if m.get("optimizer_bytes")
                else ""),
             "-" if gain is None else f"{100 * gain:+.1f} points",
             _overfit(m),
-            f"{human_bytes(m['artifact_bytes'])}, loads in {_num(m['load_seconds'], '{:.2f}')} s",
+            f"{human_bytes(m['artifact_bytes'])}, "
+            f"loads in {or_dash(m['load_seconds'], '{:.2f}')} s",
         ])
     return {"columns": columns, "rows": rows}
 
@@ -61,7 +62,7 @@ def _params(m: dict) -> str:
 
 
 def _examples(m: dict, summary: dict) -> str:
-    text = f"{_num(m.get('n_train'), '{:.0f}')} at k={summary['k']}"
+    text = f"{or_dash(m.get('n_train'), '{:.0f}')} at k={summary['k']}"
     curve = summary["curves"].get(m["method"])
     if curve:
         best = max(p["score"] for p in curve)
@@ -102,5 +103,5 @@ def human_bytes(n) -> str:
     return f"{n:.0f} B"
 
 
-def _num(value, fmt: str) -> str:
+def or_dash(value, fmt: str) -> str:
     return "-" if value is None else fmt.format(value)
