@@ -5,10 +5,14 @@ prompt on PROBE_ROWS test rows, timed (seconds per query, tokens per second). Ev
 a multiple of it:
 
     eval(n)         n * s_query
-    choose prompts  CHOICE_PASSES * min(n_train, 200) * s_query          (prompt family)
+    choose prompts  CHOICE_PASSES * judged * s_query                     (prompt family)
     train           n_fit * epochs * row_tokens * TRAIN_COST / tok_s
-                    + min(epochs, 5) * validation rows * s_query
+                    + min(epochs, 5) * judged validation rows * s_query
     sensitivity     variants * rows * s_query
+    train score     judged * s_query
+
+`judged` is the rows a choice, an early-stopping check or the train score reads
+(methods/selection.judged_rows: at most 200, 50 on a task with 20 labels or more).
 
 TRAIN_COST is each method's `MethodSpec.train_cost`: the forward+backward (+ optimizer) cost of
 a trained token relative to an evaluated one, fitted to this project's sst2 and trec runs on
@@ -33,6 +37,7 @@ import time
 from dataclasses import dataclass
 
 from tailorlm.data.task import Task
+from tailorlm.methods.selection import judged_rows
 from tailorlm.methods.trainable import MAX_EVALUATIONS
 
 PROBE_ROWS = 24
@@ -118,9 +123,9 @@ def estimate_fit(p: Probe, sides: tuple[float, ...], n: int, epochs: int) -> flo
     total = 0.0
     for cost in sides:
         if not cost:  # nothing trained: prompts are chosen by scoring candidates
-            total += CHOICE_PASSES * min(n, 200) * p.s_query
+            total += CHOICE_PASSES * judged_rows(n, p.n_labels) * p.s_query
             continue
-        n_fit, n_val = math.ceil(0.75 * n), min(math.floor(0.25 * n), 200)
+        n_fit, n_val = math.ceil(0.75 * n), judged_rows(math.floor(0.25 * n), p.n_labels)
         evaluations = min(epochs, MAX_EVALUATIONS)
         total += n_fit * epochs * p.row_tokens * cost / p.tok_s + evaluations * n_val * p.s_query
     return total
@@ -136,7 +141,7 @@ def run_seconds(p: Probe, info: dict, n: int, epochs: int, n_test: int, sens_row
     """Estimated seconds of one run: fit, evaluation, sensitivity, and the train-score pass."""
     return (estimate_fit(p, info["sides"], n, epochs)
             + (n_test + sens_rows * variant_count(info)) * p.s_query
-            + (min(n, 200) * p.s_query if train_score else 0.0))
+            + (judged_rows(n, p.n_labels) * p.s_query if train_score else 0.0))
 
 
 def size_plan(plan, train: Task, test: Task, p: Probe, method_info: dict[str, dict]) -> dict:
@@ -145,10 +150,11 @@ def size_plan(plan, train: Task, test: Task, p: Probe, method_info: dict[str, di
 
     Tries the preferred sizes first and gives up, in this order, until the whole plan fits with
     at least MIN_TEST test rows: the curve's largest point, then halving k (not below 4), then
-    the curve. If nothing fits whole, the largest k whose required runs (every method once, at
-    seed 0) fit, and leaves the extra seeds and curve points to the runner, which skips those
-    that do not fit in the time left. Seeds come before the curve: a score without its spread
-    over seeds cannot be compared.
+    the curve. If nothing fits whole, the largest k whose seeds (every method at every seed, at
+    k) fit with at least MIN_PART_TEST test rows; then the largest k whose required runs (every
+    method once, at seed 0) fit. What is over is left to the runner, which skips the runs that
+    do not fit in the time left. Seeds come before the curve and before test rows beyond
+    MIN_PART_TEST: a score without its spread over seeds cannot be compared.
     """
     t = plan.tree
     budget = t["budget_minutes"] * 60 * SAFETY
@@ -157,6 +163,7 @@ def size_plan(plan, train: Task, test: Task, p: Probe, method_info: dict[str, di
         [c for c in (16, 8, 4, 2, 1) if c * n_classes <= 128] or [1]
         if train.kind == "classification" else [64, 32, 16])
     sens = _sensitivity_rows(t, p, method_info, budget, len(test))
+    cut_sens = min(sens, MIN_SENSITIVITY) if t["eval"]["sensitivity"] == "auto" else sens
     options = [(k, c) for k in ks for c in _curves(t["train"]["curve"], train, k, n_classes)]
     options += [(k, [k]) for k in ks if t["train"]["curve"] == "auto"]  # no curve: last resort
     tried = []
@@ -168,36 +175,48 @@ def size_plan(plan, train: Task, test: Task, p: Probe, method_info: dict[str, di
             max_test = max(min(len(test), MIN_TEST), min(len(test), room))
         else:
             max_test = len(test) if max_test is None else min(max_test, len(test))
-        # what must run whatever the budget: every method once at k; its test rows shrink
-        # (not below MIN_PART_TEST) until that fits, the rest is left to the runner
-        req_fixed, req_row = _totals(plan, p, method_info, train, k, [k], sens, seeds=1)
-        part_test = max_test if t["eval"]["max_test"] != "auto" else \
-            max(min(len(test), MIN_PART_TEST), min(max_test, int((budget - req_fixed) / req_row)))
+        # the seeds at k without the curve, and (what must run whatever the budget) every
+        # method once at k: their test rows shrink (not below MIN_PART_TEST) until they fit
+        # (the wording probe shrinks to MIN_SENSITIVITY rows there too)
+        tiers = {}
+        for tier, seeds in (("seeds", None), ("required", 1)):
+            t_fixed, t_row = _totals(plan, p, method_info, train, k, [k], cut_sens, seeds=seeds)
+            n_rows = max_test if t["eval"]["max_test"] != "auto" else max(
+                min(len(test), MIN_PART_TEST), min(max_test, int((budget - t_fixed) / t_row)))
+            tiers[tier] = (n_rows, t_fixed + t_row * n_rows)
         tried.append({"k": k, "curve": curve, "max_test": max_test,
                       "sensitivity": min(sens, max_test),
-                      "estimate_seconds": fixed + per_row * max_test,
-                      "part_test": part_test, "required": req_fixed + req_row * part_test,
+                      "estimate_seconds": fixed + per_row * max_test, "tiers": tiers,
                       "per_row": per_row})
     # a whole plan at a tiny k teaches less than most of a plan at a useful one
     whole = [c for c in tried if c["estimate_seconds"] <= budget and c["k"] >= min(4, ks[0])]
-    part = [{**c, "max_test": c["part_test"], "sensitivity": min(sens, c["part_test"]),
-             "estimate_seconds": c["estimate_seconds"] - c["per_row"] * (
-                 c["max_test"] - c["part_test"])} for c in tried]
-    fits = [c for c in part if c["required"] <= budget]
+    cut = {tier: [{**c, "max_test": c["tiers"][tier][0],
+                   "sensitivity": min(cut_sens, c["tiers"][tier][0]),
+                   "estimate_seconds": c["estimate_seconds"] - c["per_row"] * (
+                       c["max_test"] - c["tiers"][tier][0]),
+                   "required": c["tiers"][tier][1]} for c in tried]
+           for tier in ("seeds", "required")}
+    seeded = [c for c in cut["seeds"] if c["required"] <= budget]
+    fits = [c for c in cut["required"] if c["required"] <= budget]
     # nothing fits: the cheapest required runs, which the runner runs whatever the budget
-    chosen = (whole or fits or [min(part, key=lambda c: c["required"])])[0]
+    chosen = (whole or seeded or fits or [min(cut["required"], key=lambda c: c["required"])])[0]
     notes = []
     unit = "per class" if train.kind == "classification" else "examples"
     if chosen["k"] != ks[0]:
         notes.append(f"k={chosen['k']} {unit} (not {ks[0]}) to fit the budget")
-    if not whole and not fits:
+    if not whole and not seeded and not fits:
         notes.append(f"even one run per method needs about {chosen['required'] / 60:.0f} min: "
                      "they run anyway; nothing else does")
-    elif not whole:
+    elif not whole and not seeded:
         notes.append(f"the whole plan needs about {chosen['estimate_seconds'] / 60:.0f} min, over "
                      f"the {t['budget_minutes']:g} min budget: the runner skips the extra seeds "
                      "and curve points that do not fit")
-    return {**{k: v for k, v in chosen.items() if k not in ("required", "part_test", "per_row")},
+    elif not whole:
+        notes.append(f"the whole plan needs about {chosen['estimate_seconds'] / 60:.0f} min, over "
+                     f"the {t['budget_minutes']:g} min budget: every seed at k fits on "
+                     f"{chosen['max_test']} test rows; the runner skips the curve points that do "
+                     "not fit")
+    return {**{k: v for k, v in chosen.items() if k not in ("required", "tiers", "per_row")},
             "notes": notes}
 
 

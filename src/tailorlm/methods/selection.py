@@ -27,11 +27,16 @@ MAX_VAL = 200  # validation examples used for a choice: enough to rank, cheap to
 LABEL_BUDGET = 1000  # examples x labels: each label's words are scored for each example
 
 
+def judged_rows(n: int, n_labels: int) -> int:
+    """How many of n examples a choice is judged on: at most MAX_VAL, fewer when there are many
+    labels (never under 50). `n_labels` is 0 for generation."""
+    limit = MAX_VAL if not n_labels else min(MAX_VAL, max(50, LABEL_BUDGET // n_labels))
+    return min(n, limit)
+
+
 def validation_subset(val: Task, seed: int) -> Task:
-    """At most MAX_VAL examples, fewer when there are many labels (never under 50)."""
-    limit = MAX_VAL
-    if val.kind == "classification":
-        limit = min(MAX_VAL, max(50, LABEL_BUDGET // max(1, len(val.labels))))
+    """judged_rows(...) of `val`'s examples: stratified by label where each label keeps one."""
+    limit = judged_rows(len(val), len(val.labels) if val.kind == "classification" else 0)
     if len(val) <= limit:
         return val
     if val.kind == "classification":
