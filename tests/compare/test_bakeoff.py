@@ -111,3 +111,18 @@ def test_a_generation_plan(tmp_path, tiny_model_dir):
     for m in summary["methods"]:
         assert 0 <= m["score_mean"] <= 1 and m["sensitivity"]["n_variants"] == 7
     assert summary["recommendation"]["method"] in ("prompt_template", "soft_prompt", "lora")
+
+
+def test_the_generation_probe_times_training_rows_not_decoding(tiny_model_dir):
+    """Decoding runs a row one token per step: timing it as the training rate overestimated
+    every fit on e2e 2-3x. The probe times a forward over whole training rows instead."""
+    from tailorlm.compare.budget import probe
+    from tailorlm.data.task import Example, Task
+    from tailorlm.models import load_backend
+
+    rows = [Example(input=f"name[{n}], food[{f}]", target=f"{n} serves {f} food.")
+            for n in ("Alpha", "Bravo", "Cobalt", "Delta") for f in ("Thai", "French")]
+    task = Task(name="g", kind="generation", examples=rows)
+    p = probe(load_backend(str(tiny_model_dir)), task, task)
+    decoding_rate = 64 / p.s_query  # the probe decodes 64 tokens a row
+    assert p.tok_s > 2 * decoding_rate and p.row_tokens > 5

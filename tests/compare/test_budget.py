@@ -36,6 +36,22 @@ def test_less_time_drops_the_curve_top_then_k_then_the_curve():
         assert s["estimate_seconds"] <= 30 * 60 or s["notes"]
 
 
+def test_seeds_come_before_test_rows_when_the_whole_plan_does_not_fit():
+    """Too slow for the whole plan at MIN_TEST rows, fast enough for every seed on fewer: the
+    seeds are kept (test rows cut, not below MIN_PART_TEST) rather than one seed on many rows."""
+    s = sized(30, 0.5)
+    assert 50 <= s["max_test"] < 300 and s["sensitivity"] == 20 and len(s["curve"]) > 1
+    assert any("every seed at k fits" in n for n in s["notes"])
+    # what the runner is told to expect for the seeds at k fits the budget
+    train, test = task(300), task(400)
+    plan = default_plan(["task=x", "budget_minutes=30", f"methods={METHODS}"])
+    probe = Probe(s_query=0.5, tok_s=600.0, row_tokens=30.0, n_labels=2)
+    from tailorlm.compare.budget import SAFETY, _totals
+    fixed, per_row = _totals(plan, probe, {m: method_costs(m) for m in METHODS}, train,
+                             s["k"], [s["k"]], s["sensitivity"])
+    assert fixed + per_row * s["max_test"] <= 30 * 60 * SAFETY
+
+
 def test_when_nothing_fits_one_run_per_method_on_fewer_rows():
     s = sized(1, 0.5)
     assert s["max_test"] == 50 and s["k"] == 1

@@ -1,8 +1,9 @@
 """Fit a comparison to its time budget: resolve a plan's `auto` values, and estimate each run.
 
 The estimate starts from a probe on the user's own data and machine: the default zero-shot
-prompt on PROBE_ROWS test rows, timed (seconds per query, tokens per second). Every other cost is
-a multiple of it:
+prompt on PROBE_ROWS test rows, timed (seconds per query, tokens per second; for generation the
+tokens per second of a forward over training rows, since decoding's say nothing of training).
+Every other cost is a multiple of it:
 
     eval(n)         n * s_query
     choose prompts  CHOICE_PASSES * judged * s_query                     (prompt family)
@@ -77,17 +78,36 @@ def probe(backend, train: Task, test: Task) -> Probe:
         tokens = []
         start = time.perf_counter()
         generate(backend, prompts, stop=(), on_tokens=tokens.append)
-        seconds, n_tokens = max(time.perf_counter() - start, 1e-3), sum(tokens)
+        seconds = max(time.perf_counter() - start, 1e-3)
     else:
         evaluate(backend, adapter, rows.with_examples(rows.examples[:2]))  # warm up
         start = time.perf_counter()
         n_tokens = evaluate(backend, adapter, rows).tokens
         seconds = max(time.perf_counter() - start, 1e-3)
-    sample = train.examples[:64]
-    row_tokens = sum(len(backend.encode(template.render_query(train, e.input) + " " + e.target))
-                     for e in sample) / max(len(sample), 1)
-    return Probe(s_query=seconds / len(rows), tok_s=n_tokens / seconds,
-                 row_tokens=row_tokens, n_labels=len(train.labels or []))
+    texts = [template.render_query(train, e.input) + " " + e.target for e in train.examples[:64]]
+    row_tokens = sum(len(backend.encode(t)) for t in texts) / max(len(texts), 1)
+    # Decoding runs one token per row per step: its tokens/s says nothing of training, which
+    # runs whole rows at once; time a forward over training rows instead.
+    tok_s = n_tokens / seconds if test.kind != "generation" else _forward_rate(backend, texts[:16])
+    return Probe(s_query=seconds / len(rows), tok_s=tok_s, row_tokens=row_tokens,
+                 n_labels=len(train.labels or []))
+
+
+def _forward_rate(backend, texts: list[str]) -> float:
+    """Tokens per second of one no-grad forward over `texts` as a padded batch."""
+    import torch
+
+    ids = [backend.encode(t) for t in texts]
+    x = torch.full((len(ids), max(map(len, ids))), backend.tokenizer.pad_token_id or 0)
+    mask = torch.zeros_like(x)
+    for i, row in enumerate(ids):
+        x[i, :len(row)], mask[i, :len(row)] = torch.tensor(row), 1
+    x, mask = x.to(backend.device), mask.to(backend.device)
+    with torch.inference_mode():
+        backend.model(input_ids=x[:2], attention_mask=mask[:2])  # warm up
+        start = time.perf_counter()
+        backend.model(input_ids=x, attention_mask=mask)
+    return int(mask.sum()) / max(time.perf_counter() - start, 1e-3)
 
 
 def epochs_for(n_fit: int) -> int:
