@@ -42,10 +42,26 @@ def test_mixed_groups_keep_input_order(backend):
 
 
 def test_label_rows_chunked(backend, monkeypatch):
-    monkeypatch.setattr(scoring, "MAX_LABEL_ROWS", 2)  # forces one label per chunk
+    monkeypatch.setattr(scoring, "MAX_TREE_POSITIONS", 4)  # one label subtree per chunk
     prompts = [Prompt("", t) for t in TEXTS]
     got = score_labels(backend, prompts, MULTI, batch_size=4)
     np.testing.assert_allclose(got, reference_scores(backend, TEXTS, MULTI), atol=1e-4)
+
+
+SHARED = [" the cat", " the cat sat on the mat", " the dog ran", " a dog", " a dog ran", " four"]
+
+
+@pytest.mark.parametrize("positions", [2048, 3])
+def test_labels_that_share_words_share_trie_nodes(backend, monkeypatch, positions):
+    """Prefixes shared, a label that is another's prefix, one-token labels; in one chunk and
+    in one subtree per chunk."""
+    monkeypatch.setattr(scoring, "MAX_TREE_POSITIONS", positions)
+    prompts = [Prompt("Q: ", t + "\nA:") for t in TEXTS]
+    got = score_labels(backend, prompts, SHARED, batch_size=3)
+    np.testing.assert_allclose(got, reference_scores(backend, prompts, SHARED), atol=1e-4)
+    tree = scoring.LabelTree([backend.encode(c) for c in SHARED])
+    unshared = sum(len(backend.encode(c)) - 1 for c in SHARED)
+    assert len(tree.tokens) < unshared  # " the", " the cat", " a", " a dog" run once
 
 
 def test_token_count(backend):
