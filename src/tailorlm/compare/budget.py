@@ -6,7 +6,7 @@ tokens per second of a forward over training rows, since decoding's say nothing 
 Every other cost is a multiple of it:
 
     eval(n)         n * s_query
-    choose prompts  CHOICE_PASSES * judged * s_query                     (prompt family)
+    choose prompts  choice_passes * judged * s_query                     (prompt family)
     train           n_fit * epochs * row_tokens * TRAIN_COST / tok_s
                     + min(epochs, 5) * judged validation rows * s_query
     sensitivity     variants * rows * s_query
@@ -42,9 +42,10 @@ from tailorlm.methods.selection import judged_rows
 from tailorlm.methods.trainable import MAX_EVALUATIONS
 
 PROBE_ROWS = 24
-# passes over the judged rows to choose a prompt: prompt_template scores 7 templates and a
-# calibration; few_shot that, then 4 demonstration sets with longer prompts
-CHOICE_PASSES = 12
+# passes over the judged rows to choose a prompt, beyond one per built-in template of the task's
+# kind (7 for classification, 2 for generation): few_shot's 4 demonstration sets with longer
+# prompts, and calibration. Fitted to the sst2, trec and e2e runs.
+CHOICE_EXTRA_PASSES = 5
 EXAMPLE_PASSES = 240
 MAX_EPOCHS = 20
 MIN_TEST = 300
@@ -60,12 +61,13 @@ class Probe:
     tok_s: float  # tokens the model processes per second in evaluation
     row_tokens: float  # mean tokens of a training row (prompt + target)
     n_labels: int
+    choice_passes: int = 7 + CHOICE_EXTRA_PASSES  # passes over the judged rows to choose a prompt
 
 
 def probe(backend, train: Task, test: Task) -> Probe:
     from tailorlm.engine.evaluate import evaluate
     from tailorlm.methods.prompt_adapter import PromptAdapter
-    from tailorlm.methods.templates import resolve
+    from tailorlm.methods.templates import builtin_templates, resolve
 
     template = resolve("default", train)
     adapter = PromptAdapter("prompt_template", None, train.with_examples([]), template)
@@ -90,7 +92,8 @@ def probe(backend, train: Task, test: Task) -> Probe:
     # runs whole rows at once; time a forward over training rows instead.
     tok_s = n_tokens / seconds if test.kind != "generation" else _forward_rate(backend, texts[:16])
     return Probe(s_query=seconds / len(rows), tok_s=tok_s, row_tokens=row_tokens,
-                 n_labels=len(train.labels or []))
+                 n_labels=len(train.labels or []),
+                 choice_passes=len(builtin_templates(train)) + CHOICE_EXTRA_PASSES)
 
 
 def _forward_rate(backend, texts: list[str]) -> float:
@@ -143,7 +146,7 @@ def estimate_fit(p: Probe, sides: tuple[float, ...], n: int, epochs: int) -> flo
     total = 0.0
     for cost in sides:
         if not cost:  # nothing trained: prompts are chosen by scoring candidates
-            total += CHOICE_PASSES * judged_rows(n, p.n_labels) * p.s_query
+            total += p.choice_passes * judged_rows(n, p.n_labels) * p.s_query
             continue
         n_fit, n_val = math.ceil(0.75 * n), judged_rows(math.floor(0.25 * n), p.n_labels)
         evaluations = min(epochs, MAX_EVALUATIONS)
@@ -195,15 +198,16 @@ def size_plan(plan, train: Task, test: Task, p: Probe, method_info: dict[str, di
             max_test = max(min(len(test), MIN_TEST), min(len(test), room))
         else:
             max_test = len(test) if max_test is None else min(max_test, len(test))
-        # the seeds at k without the curve, and (what must run whatever the budget) every
-        # method once at k: their test rows shrink (not below MIN_PART_TEST) until they fit
-        # (the wording probe shrinks to MIN_SENSITIVITY rows there too)
-        tiers = {}
-        for tier, seeds in (("seeds", None), ("required", 1)):
-            t_fixed, t_row = _totals(plan, p, method_info, train, k, [k], cut_sens, seeds=seeds)
-            n_rows = max_test if t["eval"]["max_test"] != "auto" else max(
-                min(len(test), MIN_PART_TEST), min(max_test, int((budget - t_fixed) / t_row)))
-            tiers[tier] = (n_rows, t_fixed + t_row * n_rows)
+        # the seeds at k without the curve: their test rows shrink (not below MIN_PART_TEST)
+        # until they fit; the wording probe shrinks to MIN_SENSITIVITY rows. What must run
+        # whatever the budget, every method once at k, runs on as many rows (the runner then
+        # fits in what seeds it can: more rows for one seed would crowd them out)
+        s_fixed, s_row = _totals(plan, p, method_info, train, k, [k], cut_sens)
+        n_rows = max_test if t["eval"]["max_test"] != "auto" else max(
+            min(len(test), MIN_PART_TEST), min(max_test, int((budget - s_fixed) / s_row)))
+        r_fixed, r_row = _totals(plan, p, method_info, train, k, [k], cut_sens, seeds=1)
+        tiers = {"seeds": (n_rows, s_fixed + s_row * n_rows),
+                 "required": (n_rows, r_fixed + r_row * n_rows)}
         tried.append({"k": k, "curve": curve, "max_test": max_test,
                       "sensitivity": min(sens, max_test),
                       "estimate_seconds": fixed + per_row * max_test, "tiers": tiers,
