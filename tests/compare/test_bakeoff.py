@@ -126,3 +126,34 @@ def test_the_generation_probe_times_training_rows_not_decoding(tiny_model_dir):
     p = probe(load_backend(str(tiny_model_dir)), task, task)
     decoding_rate = 64 / p.s_query  # the probe decodes 64 tokens a row
     assert p.tok_s > 2 * decoding_rate and p.row_tokens > 5
+
+
+def test_more_budget_continues_the_comparison_on_its_recorded_sizes(plan_args, tmp_path,
+                                                                    monkeypatch):
+    """A rerun sizes nothing anew (other test rows or k would start the comparison over and mix
+    two in one report): it keeps OUT's recorded sizes and runs only what was skipped."""
+    import tailorlm.compare.bakeoff as bakeoff
+    from tailorlm.errors import TailorError
+
+    args = plan_args + ["seeds=2", "train.k=4", "train.curve=[2, 4]",
+                        "methods=[prompt_template, few_shot]"]
+    out = tmp_path / "run"
+    run_plan(default_plan(args + ["budget_minutes=0.001"]), out, on_note=lambda line: None)
+    first = read_results(out)
+    assert len(first) == 2  # the required runs only
+
+    def resize(*a, **k):
+        raise AssertionError("a continued comparison must not be sized again")
+
+    monkeypatch.setattr(bakeoff, "size_plan", resize)
+    notes, seen = [], []
+    run_plan(default_plan(args + ["budget_minutes=30"]), out, on_note=notes.append,
+             on_event=lambda kind, i, n, run, row, left: seen.append(kind))
+    assert seen.count("skip") == 2 and seen.count("done") == 4
+    assert any("continuing the comparison" in n for n in notes)
+    assert len(read_results(out)) == 6
+
+    with pytest.raises(TailorError, match="another plan.*seeds"):
+        run_plan(default_plan(args[:-3] + ["seeds=3", "train.k=4", "train.curve=[2, 4]",
+                                           "methods=[prompt_template, few_shot]"]), out,
+                 on_note=lambda line: None)

@@ -83,6 +83,41 @@ def plan_runs(plan: Plan, train: Task, sizing: dict, p) -> list[Run]:
     return main + extra + curve
 
 
+def _recorded_sizing(plan: Plan, out: Path) -> dict | None:
+    """The sizes OUT's comparison was run with, when OUT holds results of this same plan: a
+    rerun (after an interruption, or with more budget) continues it on the same test rows and k
+    instead of sizing anew, which would start over on other rows. Another plan is refused."""
+    from tailorlm.compare.runner import read_results
+
+    path = out / PLAN_FILE
+    if not path.exists() or not read_results(out):
+        return None
+    recorded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    current = yaml.safe_load(yaml.safe_dump(plan.to_dict(), sort_keys=False))
+    differs = [key for key in sorted(set(_flat(recorded)) | set(_flat(current)))
+               if key.split(".")[0] not in ("resolved", "budget_minutes")
+               and _flat(recorded).get(key) != _flat(current).get(key)]
+    if differs:
+        raise TailorError(f"{out} holds a comparison of another plan ({', '.join(differs[:5])} "
+                          "differ): give a new --out, or the same plan to continue it (only "
+                          "budget_minutes may change)")
+    sizes = recorded.get("resolved") or {}
+    if not all(key in sizes for key in ("k", "curve", "max_test", "sensitivity")):
+        return None
+    return {**{key: sizes[key] for key in ("k", "curve", "max_test", "sensitivity")},
+            "estimate_seconds": sizes.get("estimate_seconds", 0.0),
+            "notes": [f"continuing the comparison in {out} with its recorded sizes"]}
+
+
+def _flat(tree, prefix: str = "") -> dict:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat = {}
+    for key, value in tree.items():
+        flat.update(_flat(value, f"{prefix}{key}."))
+    return {key.rstrip("."): value for key, value in flat.items()}
+
+
 def _trains(info: dict) -> bool:
     return any(info["sides"])
 
@@ -99,8 +134,8 @@ def run_plan(plan: Plan, out: str | Path, *, on_event=None, on_note=print) -> di
         raise TailorError("the training data has no labels")
     backend = load_backend(plan.tree["model"], dtype=plan.tree["dtype"])
     p = probe(backend, train, test)
-    sizing = size_plan(plan, train, test, p, {m.method: method_costs(m.method)
-                                              for m in plan.methods})
+    sizing = _recorded_sizing(plan, out) or size_plan(
+        plan, train, test, p, {m.method: method_costs(m.method) for m in plan.methods})
     for note in sizing["notes"]:
         on_note(f"plan: {note}")
     on_note(f"plan: k={sizing['k']} per class, curve {sizing['curve']}, "
