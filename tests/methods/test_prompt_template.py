@@ -66,3 +66,22 @@ def test_one_example_per_class_of_many_classes_is_judged():
     task = Task("t", "classification", [Example(f"x {lab}", lab, lab) for lab in labels])
     judge = validation_subset(task, seed=0)
     assert len(judge) == 50 and len({e.label for e in judge.examples}) == 50
+
+
+def test_the_template_ranking_is_made_once_for_either_calibration(backend, monkeypatch):
+    """few_shot asks for prompt_template's uncalibrated choice after prompt_template made its
+    calibrated one on the same examples: the templates are ranked once (it was twice, 98 s of
+    few_shot's 187 s fit on banking77)."""
+    from tailorlm.methods import selection
+
+    calls = []
+    real = selection.label_scores
+    monkeypatch.setattr(selection, "label_scores",
+                        lambda *a, **k: calls.append(a[1].template.name) or real(*a, **k))
+    task = sentiment_task(9)
+    fit = get_method("prompt_template").fit
+    calibrated = fit(backend, task, None, PromptTemplateConfig(calibrate="auto"), seed=3)
+    ranked = len(calls)
+    plain = fit(backend, task, None, PromptTemplateConfig(calibrate="off"), seed=3)
+    assert ranked >= 7 and len(calls) == ranked  # the second fit scored nothing
+    assert plain.template.name == calibrated.template.name and plain.bias is None

@@ -14,7 +14,7 @@ from tailorlm.data.task import Task
 from tailorlm.methods.contract import MethodConfig, MethodSpec, choose
 from tailorlm.methods.prompt_adapter import PromptAdapter
 from tailorlm.methods.registry import register
-from tailorlm.methods.selection import best_adapter, validation_subset
+from tailorlm.methods.selection import rank, validation_subset, with_calibration
 from tailorlm.methods.templates import builtin_templates, resolve
 
 NAME = "prompt_template"
@@ -45,16 +45,16 @@ def fit(backend, train: Task, val: Task | None, config: PromptTemplateConfig, *,
     candidates = [PromptAdapter(NAME, config, task, t) for t in templates]
     if len(candidates) == 1 and config.calibrate == "off":
         return candidates[0]
-    # few_shot asks for the same zero-shot choice: in one process it is made once
-    key = (id(backend.model), backend.sha256, judge.fingerprint(), tuple(templates),
-           config.calibrate)
-    if key not in _CHOICES:
-        _CHOICES[key] = best_adapter(backend, candidates, judge, config.calibrate)
-    chosen = _CHOICES[key]
+    # few_shot asks for the same zero-shot ranking (uncalibrated): in one process it is made once
+    key = (id(backend.model), backend.sha256, judge.fingerprint(), tuple(templates))
+    if key not in _RANKINGS:
+        _RANKINGS[key] = rank(backend, candidates, judge)
+    i, raw = _RANKINGS[key]
+    chosen = with_calibration(backend, candidates[i], raw, judge, config.calibrate)
     return PromptAdapter(NAME, config, task, chosen.template, bias=chosen.bias)
 
 
-_CHOICES: dict = {}  # (model, judge data, candidates, calibrate) -> chosen adapter
+_RANKINGS: dict = {}  # (model, judge data, candidates) -> (best index, its raw label scores)
 
 
 def from_state(config: PromptTemplateConfig, state: dict, directory=None) -> PromptAdapter:

@@ -51,9 +51,16 @@ def validation_subset(val: Task, seed: int) -> Task:
 def best_adapter(backend, candidates: list[PromptAdapter], val: Task, calibrate: str,
                  log: list | None = None) -> PromptAdapter:
     """The best candidate on `val`, then with or without calibration (per `calibrate`)."""
+    i, raw = rank(backend, candidates, val, log)
+    return with_calibration(backend, candidates[i], raw, val, calibrate)
+
+
+def rank(backend, candidates: list[PromptAdapter], val: Task,
+         log: list | None = None) -> tuple[int, np.ndarray | None]:
+    """(index of the best candidate on `val`, its raw label scores; None for generation)."""
     if val.kind != "classification":
         scores = [quick_score(backend, c, val) for c in candidates]
-        return candidates[int(np.argmax(scores))]
+        return int(np.argmax(scores)), None
     gold = np.array([val.labels.index(e.label) for e in val.examples])
     ranked, raws = [], []
     for cand in candidates:
@@ -65,9 +72,18 @@ def best_adapter(backend, candidates: list[PromptAdapter], val: Task, calibrate:
             log.append({"template": cand.template.name, "demos": len(cand.demos) or cand.n_similar,
                         "gold_logprob": ranked[-1], "accuracy": float((raw.argmax(1) == gold).mean())})
     i = int(np.argmax(ranked))
-    variants = _variants(backend, candidates[i], val, calibrate)
+    return i, raws[i]
+
+
+def with_calibration(backend, adapter: PromptAdapter, raw: np.ndarray | None, val: Task,
+                     calibrate: str) -> PromptAdapter:
+    """`adapter` as is or calibrated, whichever scores better on `val` (per `calibrate`)."""
+    if raw is None:  # generation: nothing to calibrate
+        return adapter
+    gold = np.array([val.labels.index(e.label) for e in val.examples])
+    variants = _variants(backend, adapter, val, calibrate)
     # a variant differs only in how it adjusts the raw label scores, so those are reused
-    accuracy = [float((v.adjust(raws[i]).argmax(1) == gold).mean()) for v in variants]
+    accuracy = [float((v.adjust(raw).argmax(1) == gold).mean()) for v in variants]
     return variants[int(np.argmax(accuracy))]
 
 
