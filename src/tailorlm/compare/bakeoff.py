@@ -138,11 +138,12 @@ def run_plan(plan: Plan, out: str | Path, *, on_event=None, on_note=print) -> di
         plan, train, test, p, {m.method: method_costs(m.method) for m in plan.methods})
     for note in sizing["notes"]:
         on_note(f"plan: {note}")
-    on_note(f"plan: k={sizing['k']} per class, curve {sizing['curve']}, "
+    unit = "per class" if train.kind == "classification" else "examples"
+    whole = f"the whole plan estimated at {sizing['estimate_seconds'] / 60:.0f} min"
+    on_note(f"plan: k={sizing['k']} {unit}, curve {sizing['curve']}, "
             f"{len(plan.seeds)} seeds, {sizing['max_test']} of {len(test)} test rows, "
-            f"sensitivity on {sizing['sensitivity']}; estimated "
-            f"{sizing['estimate_seconds'] / 60:.0f} min of a {plan.tree['budget_minutes']} min "
-            "budget")
+            f"sensitivity on {sizing['sensitivity']}; {whole}, "
+            f"{plan.tree['budget_minutes']:g} min budget for this call")
     resolved = plan.to_dict()
     resolved["resolved"] = {**{k: v for k, v in sizing.items() if k != "notes"},
                             "n_train_available": len(train), "n_test_available": len(test),
