@@ -152,6 +152,9 @@ def test_more_budget_continues_the_comparison_on_its_recorded_sizes(plan_args, t
     assert seen.count("skip") == 2 and seen.count("done") == 4
     assert any("continuing the comparison" in n for n in notes)
     assert len(read_results(out)) == 6
+    log = json.loads((out / "run_log.json").read_text())
+    assert len(log["calls"]) == 2 and log["wall_seconds"] == pytest.approx(sum(log["calls"]))
+    assert "over 2 calls" in (out / "report.md").read_text()
 
     with pytest.raises(TailorError, match="another plan.*seeds"):
         run_plan(default_plan(args[:-3] + ["seeds=3", "train.k=4", "train.curve=[2, 4]",

@@ -24,6 +24,8 @@ import math
 import re
 from dataclasses import dataclass
 
+from tailorlm.compare.report import wall_time
+
 PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#59a14f", "#b07aa1", "#76b7b2", "#edc948",
            "#9c755f", "#ff9da7", "#7f7f7f"]  # Tableau 10: distinct from each other on white
 W, H = 640, 330                  # the viewBox of a plot
@@ -375,7 +377,7 @@ def _header(s: dict) -> str:
     facts = [("model", s.get("model")), ("metric", s.get("metric")),
              ("test examples", s.get("n_test")),
              ("k", s.get("k")), ("seeds", ", ".join(map(str, s.get("seeds") or [])) or None),
-             ("wall time", None if wall is None else f"{wall / 60:.1f} min"),
+             ("wall time", None if wall is None else wall_time(s)),
              ("zero-shot", None if zero.get("score") is None else
               f"{zero.get('method')} {zero['score']:.3f}")]
     spans = "".join(f"<span>{_e(k)} <b>{_e(v)}</b></span>" for k, v in facts)

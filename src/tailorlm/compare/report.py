@@ -81,12 +81,20 @@ def recommendation_lines(summary: dict) -> list[str]:
     return lines
 
 
+def wall_time(summary: dict) -> str:
+    """'25.0 min', or '49.9 min over 2 calls' for a comparison continued with more budget."""
+    calls = summary.get("calls") or 1
+    return f"{summary['wall_seconds'] / 60:.1f} min" + (f" over {calls} calls" if calls > 1
+                                                         else "")
+
+
 def markdown(summary: dict) -> str:
-    wall = summary.get("wall_seconds")
+    unit = "examples per class" if summary.get("kind") == "classification" else "examples"
     out = [f"# {summary['task']}: which way to adapt {summary['model']}?", "",
-           f"{summary['metric']} on {summary['n_test']} test rows; k={summary['k']} examples per "
-           f"class; seeds {summary['seeds']}" + (f"; wall time {wall / 60:.1f} min" if wall
-                                                  else "") + ".", "", "## Recommendation", ""]
+           f"{summary['metric']} on {summary['n_test']} test rows; k={summary['k']} {unit}; "
+           f"seeds {summary['seeds']}" + (f"; wall time {wall_time(summary)}"
+                                          if summary.get("wall_seconds") else "") + ".", "",
+           "## Recommendation", ""]
     out += recommendation_lines(summary)
     out += ["", "## Results", "", _md_table(SUMMARY_COLUMNS, summary_rows(summary))]
     for key, title in (("key_differences", "Key differences, measured"),

@@ -40,7 +40,7 @@ ANSWER_TOKENS = 2.0  # tokens an API bills for a classification answer (a label'
 
 
 def summarize(rows: list[dict], plan: dict, constraints=None, *, skipped=(),
-              wall_seconds=None) -> dict:
+              wall_seconds=None, calls: int = 1) -> dict:
     resolved = plan.get("resolved", {})
     prices = {**COSTS, **(plan.get("costs") or {})}
     constraints = constraints or Constraints()
@@ -67,7 +67,8 @@ def summarize(rows: list[dict], plan: dict, constraints=None, *, skipped=(),
         "metric": first.get("metric"), "model": first.get("model"),
         "n_test": first.get("n_eval"), "n_train_available": resolved.get("n_train_available"),
         "k": k, "seeds": sorted({r["seed"] for r in rows if r["k"] == k}),
-        "wall_seconds": wall_seconds, "prices": {k_: v for k_, v in prices.items()
+        "wall_seconds": wall_seconds, "calls": max(calls, 1),
+        "prices": {k_: v for k_, v in prices.items()
                                                  if k_ != "queries_per_day"},
         "queries_per_day": qpd,
         "zero_shot": None if zero is None else {"method": zero["method"],
@@ -233,10 +234,15 @@ def write_reports(out: str | Path, constraints=None, *, skipped=None,
     out = Path(out)
     rows, plan, log = read_run(out)
     if skipped is not None or wall_seconds is not None:
-        log = {"skipped": list(skipped or []), "wall_seconds": wall_seconds}
+        # a comparison continued with more budget took the time of every call
+        calls = list(log.get("calls") or ([log["wall_seconds"]] if log.get("wall_seconds")
+                                           else []))
+        calls += [wall_seconds] if wall_seconds is not None else []
+        log = {"skipped": list(skipped or []), "calls": calls,
+               "wall_seconds": sum(calls) if calls else None}
         write_json_atomic(out / RUN_LOG, log)
     summary = summarize(rows, plan, constraints, skipped=log.get("skipped", []),
-                        wall_seconds=log.get("wall_seconds"))
+                        wall_seconds=log.get("wall_seconds"), calls=len(log.get("calls") or []))
     write_json_atomic(out / "report.json", summary)
     _write_text(out / "report.md", markdown(summary))
     _write_text(out / "report.html", render_html(summary))
