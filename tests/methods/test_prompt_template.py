@@ -72,8 +72,9 @@ def test_the_template_ranking_is_made_once_for_either_calibration(backend, monke
     """few_shot asks for prompt_template's uncalibrated choice after prompt_template made its
     calibrated one on the same examples: the templates are ranked once (it was twice, 98 s of
     few_shot's 187 s fit on banking77)."""
-    from tailorlm.methods import selection
+    from tailorlm.methods import prompt_template, selection
 
+    monkeypatch.setattr(prompt_template, "_RANKINGS", {})  # nothing ranked by earlier tests
     calls = []
     real = selection.label_scores
     monkeypatch.setattr(selection, "label_scores",
