@@ -198,16 +198,15 @@ def size_plan(plan, train: Task, test: Task, p: Probe, method_info: dict[str, di
             max_test = max(min(len(test), MIN_TEST), min(len(test), room))
         else:
             max_test = len(test) if max_test is None else min(max_test, len(test))
-        # the seeds at k without the curve: their test rows shrink (not below MIN_PART_TEST)
-        # until they fit; the wording probe shrinks to MIN_SENSITIVITY rows. What must run
-        # whatever the budget, every method once at k, runs on as many rows (the runner then
-        # fits in what seeds it can: more rows for one seed would crowd them out)
-        s_fixed, s_row = _totals(plan, p, method_info, train, k, [k], cut_sens)
-        n_rows = max_test if t["eval"]["max_test"] != "auto" else max(
-            min(len(test), MIN_PART_TEST), min(max_test, int((budget - s_fixed) / s_row)))
-        r_fixed, r_row = _totals(plan, p, method_info, train, k, [k], cut_sens, seeds=1)
-        tiers = {"seeds": (n_rows, s_fixed + s_row * n_rows),
-                 "required": (n_rows, r_fixed + r_row * n_rows)}
+        # the seeds at k without the curve, and (what must run whatever the budget) every
+        # method once at k: their test rows shrink (not below MIN_PART_TEST) until they fit;
+        # the wording probe shrinks to MIN_SENSITIVITY rows
+        tiers = {}
+        for tier, seeds in (("seeds", None), ("required", 1)):
+            t_fixed, t_row = _totals(plan, p, method_info, train, k, [k], cut_sens, seeds=seeds)
+            n_rows = max_test if t["eval"]["max_test"] != "auto" else max(
+                min(len(test), MIN_PART_TEST), min(max_test, int((budget - t_fixed) / t_row)))
+            tiers[tier] = (n_rows, t_fixed + t_row * n_rows)
         tried.append({"k": k, "curve": curve, "max_test": max_test,
                       "sensitivity": min(sens, max_test),
                       "estimate_seconds": fixed + per_row * max_test, "tiers": tiers,
