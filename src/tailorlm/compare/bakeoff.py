@@ -93,10 +93,11 @@ def _recorded_sizing(plan: Plan, out: Path) -> dict | None:
     if not path.exists() or not read_results(out):
         return None
     recorded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    current = yaml.safe_load(yaml.safe_dump(plan.to_dict(), sort_keys=False))
-    differs = [key for key in sorted(set(_flat(recorded)) | set(_flat(current)))
+    was = _flat(recorded)
+    now = _flat(yaml.safe_load(yaml.safe_dump(plan.to_dict(), sort_keys=False)))
+    differs = [key for key in sorted(set(was) | set(now))
                if key.split(".")[0] not in ("resolved", "budget_minutes")
-               and _flat(recorded).get(key) != _flat(current).get(key)]
+               and was.get(key) != now.get(key)]
     if differs:
         raise TailorError(f"{out} holds a comparison of another plan ({', '.join(differs[:5])} "
                           "differ): give a new --out, or the same plan to continue it (only "

@@ -77,9 +77,8 @@ def probe(backend, train: Task, test: Task) -> Probe:
 
         prompts = [adapter.prompt(e) for e in rows.examples]
         generate(backend, prompts[:2], stop=())  # warm up
-        tokens = []
         start = time.perf_counter()
-        generate(backend, prompts, stop=(), on_tokens=tokens.append)
+        generate(backend, prompts, stop=())
         seconds = max(time.perf_counter() - start, 1e-3)
     else:
         evaluate(backend, adapter, rows.with_examples(rows.examples[:2]))  # warm up

@@ -54,6 +54,7 @@ def score_labels(backend: Backend, prompts: list[Prompt], continuations: list[st
     labels = [encode(c) for c in continuations]
     if any(len(ids) == 0 for ids in labels):
         raise ValueError("a label continuation encodes to no tokens")
+    tree = LabelTree(labels)  # the same for every batch
     scores = np.zeros((len(prompts), len(labels)), dtype=np.float64)
     groups: dict[str, list[int]] = defaultdict(list)
     for i, p in enumerate(prompts):
@@ -70,7 +71,7 @@ def score_labels(backend: Backend, prompts: list[Prompt], continuations: list[st
         for start in range(0, len(order), batch_size):
             batch = order[start:start + batch_size]
             scores[batch] = _score_batch(backend, shared_cache, n_shared,
-                                         [own[i] for i in batch], labels, on_tokens)
+                                         [own[i] for i in batch], labels, tree, on_tokens)
     return scores
 
 
@@ -118,14 +119,13 @@ def run_queries(backend, shared_cache, n_shared: int, own_ids: list[list[int]], 
     return out, mask, positions, own_mask
 
 
-def _score_batch(backend, shared_cache, n_shared, own_ids, labels, on_tokens) -> np.ndarray:
+def _score_batch(backend, shared_cache, n_shared, own_ids, labels, tree, on_tokens) -> np.ndarray:
     model, device = backend.model, backend.device
     out, mask, positions, own_mask = run_queries(backend, shared_cache, n_shared, own_ids,
                                                  on_tokens)
     B = len(own_ids)
     first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # (B, V)
     scores = torch.stack([first[:, ids[0]] for ids in labels], dim=1).double()  # (B, L)
-    tree = LabelTree(labels)
     if not tree.tokens:  # every label is one token
         return scores.cpu().numpy()
 
@@ -151,12 +151,9 @@ def _score_batch(backend, shared_cache, n_shared, own_ids, labels, on_tokens) ->
                     cache=cache if c == len(chunks) - 1 else copy.deepcopy(cache))
         _count(on_tokens, n * B)
         logits = out.logits.float()  # (B, n, V)
-        norm = torch.logsumexp(logits, dim=-1)  # (B, n)
-        local = {node: j for j, node in enumerate(nodes)}
-        for label, pairs in tree.targets_in(local):
-            at = torch.tensor([j for j, _ in pairs], device=device)
-            tok = torch.tensor([t for _, t in pairs], device=device)
-            scores[:, label] += (logits[:, at, tok] - norm[:, at]).sum(-1).double().cpu()
+        label, at, tok = (t.to(device) for t in tree.targets_in(nodes))
+        logp = logits[:, at, tok] - torch.logsumexp(logits, dim=-1)[:, at]  # (B, pairs)
+        scores.index_add_(1, label, logp.double())
     return scores.cpu().numpy()
 
 
@@ -202,12 +199,13 @@ class LabelTree:
             groups[-1].extend(nodes)
         return [sorted(g) for g in groups]
 
-    def targets_in(self, local: dict[int, int]):
-        """(label, [(position in the chunk, next token)]) for the labels the chunk scores."""
-        for label, pairs in enumerate(self.targets):
-            inside = [(local[node], tok) for node, tok in pairs if node in local]
-            if inside:
-                yield label, inside
+    def targets_in(self, nodes: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(label, position in the chunk, next token) of every prediction the chunk's nodes
+        make, as three aligned index tensors."""
+        local = {node: j for j, node in enumerate(nodes)}
+        found = [(label, local[node], tok) for label, pairs in enumerate(self.targets)
+                 for node, tok in pairs if node in local]
+        return tuple(torch.tensor(column) for column in zip(*found))
 
 
 def _expand(cache, rows: int):
