@@ -33,7 +33,7 @@ from tailorlm.data.task import Task
 from tailorlm.engine.cost import CostMeter, dir_bytes
 from tailorlm.engine.evaluate import evaluate, quick_score
 from tailorlm.methods.artifact import load_adapter, save_adapter
-from tailorlm.methods.registry import get_method
+from tailorlm.methods.index import get_method
 from tailorlm.methods.selection import validation_subset
 from tailorlm.models.backend import Backend
 

@@ -21,7 +21,7 @@ from tailorlm.engine.cost import CostMeter, dir_bytes, train_flops
 from tailorlm.engine.evaluate import Evaluation, evaluate
 from tailorlm.errors import TailorError
 from tailorlm.methods.artifact import load_adapter, load_card, save_adapter, update_card
-from tailorlm.methods.registry import get_method
+from tailorlm.methods.index import get_method
 from tailorlm.models.backend import Backend
 
 WORK = ".work"  # training checkpoints inside the adapter folder: what --resume continues from

@@ -127,7 +127,7 @@ def chrf(preds: list[str], references: list[list[str]]) -> float:
     return float(_chrf_per_example(preds, references).mean())
 
 
-# --- registry -------------------------------------------------------------------------------
+# --- the metrics by name -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

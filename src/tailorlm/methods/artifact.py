@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tailorlm import __version__
 from tailorlm.errors import TailorError
-from tailorlm.methods.registry import get_method
+from tailorlm.methods.index import get_method
 
 ADAPTER_FILE = "adapter.json"
 CARD_FILE = "card.json"

@@ -28,7 +28,7 @@ from tailorlm.errors import TailorError
 from tailorlm.methods import prompt_template
 from tailorlm.methods.contract import MethodConfig, MethodSpec, choose
 from tailorlm.methods.prompt_adapter import PromptAdapter
-from tailorlm.methods.registry import register
+from tailorlm.methods.index import register
 from tailorlm.methods.selection import best_adapter, validation_subset
 from tailorlm.methods.templates import resolve
 

@@ -29,7 +29,7 @@ from tailorlm.errors import TailorError
 from tailorlm.methods.artifact import ADAPTER_FILE, CARD_FILE
 from tailorlm.methods.contract import MethodSpec
 from tailorlm.methods.module_trainable import ModuleTrainable, optimizer_bytes
-from tailorlm.methods.registry import register
+from tailorlm.methods.index import register
 from tailorlm.methods.trainable import TrainFields, TunedAdapter, fit_trainable
 from tailorlm.models.backend import Backend
 

@@ -56,7 +56,7 @@ from tailorlm.engine.evaluate import quick_score
 from tailorlm.engine.prompt import Prompt
 from tailorlm.errors import TailorError
 from tailorlm.methods.contract import MethodConfig, MethodSpec
-from tailorlm.methods.registry import METHODS
+from tailorlm.methods.index import METHODS
 from tailorlm.models.backend import Backend
 
 FALLBACK = "(fallback)"  # the group name of examples whose variant has no input side of its own

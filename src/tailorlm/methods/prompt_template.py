@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from tailorlm.data.task import Task
 from tailorlm.methods.contract import MethodConfig, MethodSpec, choose
 from tailorlm.methods.prompt_adapter import PromptAdapter
-from tailorlm.methods.registry import register
+from tailorlm.methods.index import register
 from tailorlm.methods.selection import rank, validation_subset, with_calibration
 from tailorlm.methods.templates import builtin_templates, resolve
 

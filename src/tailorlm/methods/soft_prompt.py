@@ -24,7 +24,7 @@ from tailorlm.data.task import Task
 from tailorlm.errors import TailorError
 from tailorlm.methods import virtual_prefix as vp
 from tailorlm.methods.contract import MethodSpec
-from tailorlm.methods.registry import register
+from tailorlm.methods.index import register
 from tailorlm.methods.templates import resolve
 from tailorlm.methods.trainable import TrainFields, TunedAdapter, fit_trainable
 from tailorlm.models.backend import Backend

@@ -1,7 +1,8 @@
-"""One name per method: the registry every layer looks methods up in.
+"""One name per method: the index every layer looks methods up in ("registry" is the adapter
+registry, registry/).
 
 Each method module registers itself with one explicit call at its bottom; `methods/__init__.py`
-imports them all, so importing `tailorlm.methods` fills the registry.
+imports them all, so importing `tailorlm.methods` fills the index.
 
 A hybrid is named by joining two registered names, the weight-side method first:
 `get_method("lora+soft_prompt")` builds its spec from the two (methods/hybrid.py); it is not
