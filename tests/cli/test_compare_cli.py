@@ -48,8 +48,20 @@ def test_compare_end_to_end(files, tiny_model_dir, tmp_path, capsys):
 @pytest.mark.parametrize("args, message", [
     (["--methods", "prompt_template,lora_x"], "unknown method 'lora_x'"),
     (["--methods", "prompt_template", "--set", "few_shot.n_demos=3"],
-     "'few_shot' is not among --methods"),
+     "few_shot is not among this plan's methods (prompt_template)"),
     (["--set", "prompt_template.colour=1"], "unknown option(s) colour"),
+    (["--methods", "prompt_template,lora", "--variant-field", "client"],
+     "data.variant_field (--variant-field) splits the rows for a hybrid's input side, and this "
+     "plan has no hybrid (prompt_template, lora)"),
+    (["--plan", str(Path(__file__).parents[2] / "configs/examples/prompts_only.yaml"),
+      "--set", "lora.r=16"], "lora is not among this plan's methods (prompt_template, few_shot)"),
+    (["--metric", "rouge_l"], "eval.metric 'rouge_l' scores generation, and this is a "
+     "classification task; valid: accuracy, macro_f1"),
+    (["--metric", "acc"], "unknown eval.metric 'acc'; valid: accuracy, macro_f1 "
+     "(classification); exact_match, rouge_l, chrf (generation)"),
+    (["--api-only", "--methods", "lora,full"], "--api-only: none of this plan's methods (lora, "
+     "full) works through an API"),
+    (["--curve", "4,x"], "--curve '4,x': k values separated by commas"),
 ])
 def test_user_errors_are_one_line(files, tmp_path, capsys, monkeypatch, args, message):
     import tailorlm.models as models
@@ -61,6 +73,7 @@ def test_user_errors_are_one_line(files, tmp_path, capsys, monkeypatch, args, me
     err = capsys.readouterr().err
     assert code == 2
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
 
 
 def test_bad_file_fails_before_any_model_loads(tmp_path, capsys, monkeypatch):
@@ -96,3 +109,98 @@ def test_plan_file_with_dotted_overrides_and_flags(tmp_path, monkeypatch, capsys
     assert plan.get("train.k") == 64 and plan.seeds == [0, 1, 2]
     assert plan.get("eval.max_test") == 40 and plan.get("task") == "support_routing"
     assert {m.method: m.config for m in plan.methods}["lora"] == {"r": 16}
+
+
+def _captured_plan(monkeypatch, argv, tmp_path):
+    """The plan `tailor compare ARGV` would run, without running it."""
+    import tailorlm.compare.bakeoff as bakeoff
+
+    seen = {}
+
+    def fake_run_plan(plan, out, **kwargs):
+        seen["plan"] = plan
+        raise SystemExit(0)
+
+    monkeypatch.setattr(bakeoff, "run_plan", fake_run_plan)
+    monkeypatch.setattr(bakeoff, "load_data", lambda plan: None)
+    with pytest.raises(SystemExit):
+        main(["compare", *argv, "--out", str(tmp_path)])
+    return seen["plan"]
+
+
+def test_flags_reach_the_plan_typed(monkeypatch, tmp_path):
+    plan = _captured_plan(monkeypatch, [
+        "--task", "support_routing", "--k", "4", "--curve", "2,8", "--seed", "5",
+        "--metric", "macro_f1", "--max-test", "60", "--budget-minutes", "2.5",
+        "--methods", "prompt_template,lora", "--set", "lora.lr=1e-4",
+        "--verbalizer", "billing=money", "--description", "what the customer wants"],
+        tmp_path)
+    assert plan.get("train.k") == 4 and plan.get("train.curve") == [2, 8]
+    assert plan.seeds == [5] and plan.get("eval.metric") == "macro_f1"
+    assert plan.get("eval.max_test") == 60 and plan.get("budget_minutes") == 2.5
+    assert plan.get("data.verbalizer") == {"billing": "money"}
+    assert plan.get("data.description") == "what the customer wants"
+    assert {m.method: m.config for m in plan.methods} == {"prompt_template": {},
+                                                         "lora": {"lr": 1e-4}}
+
+
+@pytest.mark.parametrize("argv", [[], ["--plan", str(EXAMPLE)]], ids=["default", "plan"])
+def test_variant_field_is_applied_to_every_hybrid_of_the_plan(monkeypatch, tmp_path, argv):
+    from tailorlm.compare.plan import method_config
+
+    plan = _captured_plan(monkeypatch, [*argv, "--task", "support_routing",
+                                        "--variant-field", "client"], tmp_path)
+    configs = {m.method: method_config(plan, m) for m in plan.methods}
+    assert configs["lora+soft_prompt"]["variant_field"] == "client"
+    assert all("variant_field" not in c for name, c in configs.items() if "+" not in name)
+
+
+def test_api_only_runs_the_prompt_methods_and_says_so(monkeypatch, tmp_path, capsys):
+    plan = _captured_plan(monkeypatch, ["--task", "support_routing", "--api-only"], tmp_path)
+    assert [m.method for m in plan.methods] == ["prompt_template", "few_shot"]
+    assert plan.to_dict()["methods"] == ["prompt_template", "few_shot"]  # what plan.yaml records
+    err = capsys.readouterr().err
+    assert ("--api-only: running only the prompt methods (prompt_template, few_shot); not "
+            "soft_prompt, lora, full, lora+soft_prompt, which need the model's weights") in err
+
+
+def test_when_every_run_fails_the_error_names_the_failures(files, tiny_model_dir, tmp_path,
+                                                            capsys, monkeypatch):
+    import tailorlm.compare.runner as runner
+
+    def broken(*args, **kwargs):
+        raise ValueError("boom\nsecond line")
+
+    monkeypatch.setattr(runner, "_run_one", broken)
+    train, test = files
+    out = tmp_path / "run"
+    code = main(["compare", "--train", str(train), "--test", str(test), "--model",
+                 str(tiny_model_dir), "--methods", "prompt_template,few_shot", "--k", "2",
+                 "--seed", "0", "--curve", "none", "eval.sensitivity=0", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1].startswith("tailor: error: every run of the comparison failed, no result "
+                              "kept (prompt_template-k2-s0-")
+    assert "few_shot-k2-s0-" in err[-1] and "failed: ValueError: boom second line" in err[-1]
+    assert err[-1].endswith(f"tracebacks in {out / 'errors.log'}")
+    assert "ValueError: boom" in (out / "errors.log").read_text()
+
+
+def test_api_only_constraints_reach_the_report(files, tiny_model_dir, tmp_path, capsys,
+                                               monkeypatch):
+    import tailorlm.compare.summary as summary
+
+    seen = []
+    real = summary.write_reports
+    monkeypatch.setattr(summary, "write_reports",
+                        lambda out, constraints=None, **kw: seen.append(constraints)
+                        or real(out, constraints, **kw))
+    train, test = files
+    code = main(["compare", "--train", str(train), "--test", str(test), "--model",
+                 str(tiny_model_dir), "--methods", "prompt_template,lora", "--k", "2",
+                 "--seed", "0", "--curve", "none", "eval.sensitivity=0", "eval.train_score=false",
+                 "--api-only", "--max-latency-ms", "1e6", "--out", str(tmp_path / "run")])
+    assert code == 0
+    rows = [json.loads(x) for x in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    assert [r["method"] for r in rows] == ["prompt_template"]
+    assert seen[-1].api_only and seen[-1].max_latency_ms == 1e6

@@ -80,3 +80,94 @@ def test_bad_plans_say_what_to_fix(tmp_path, text, overrides, message):
 def test_missing_plan_file(tmp_path):
     with pytest.raises(TailorError, match="configs/examples"):
         load_plan(tmp_path / "nope.yaml")
+
+
+def test_typed_values_and_text_overrides():
+    plan = default_plan(["train.k=64", "methods.lora.r=16"],
+                        values={"task": "support_routing", "methods": ["prompt_template", "lora"],
+                                "seeds": [3], "train.curve": [4, 16], "eval.metric": "macro_f1"})
+    assert plan.get("train.k") == 64 and plan.seeds == [3] and plan.get("train.curve") == [4, 16]
+    assert {m.method: m.config for m in plan.methods} == {"prompt_template": {}, "lora": {"r": 16}}
+    # a method option before the method list that adds its method still lands: options go last
+    plan = default_plan(["methods.full.lr=1e-5", "methods=prompt_template,full"])
+    assert {m.method: m.config for m in plan.methods}["full"] == {"lr": 1e-5}
+
+
+def test_a_method_list_keeps_the_options_the_plan_gave(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("task: x\nmethods:\n  - few_shot: {n_demos: 2}\n  - lora: {r: 16}\n")
+    plan = load_plan(path, values={"methods": ["lora", "prompt_template"]})
+    assert {m.method: m.config for m in plan.methods} == {"lora": {"r": 16}, "prompt_template": {}}
+
+
+@pytest.mark.parametrize("overrides, values", [
+    (["methods.lora.r=16"], {"methods": ["prompt_template"]}),
+    (["methods.lora.r=16", "methods=[prompt_template]"], {}),
+])
+def test_an_option_for_a_method_not_in_the_plan_is_an_error(overrides, values):
+    with pytest.raises(TailorError) as err:
+        default_plan(["task=x", *overrides], values)
+    assert "lora is not among this plan's methods (prompt_template)" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_variant_field_reaches_the_hybrids_and_only_them():
+    plan = default_plan(values={"task": "x", "data.variant_field": "client"})
+    entries = {m.method: m for m in plan.methods}
+    assert method_config(plan, entries["lora+soft_prompt"]) == {"variant_field": "client"}
+    for name in ("prompt_template", "few_shot", "soft_prompt", "lora", "full"):
+        assert "variant_field" not in method_config(plan, entries[name])
+    config = get_method("lora+soft_prompt").config.from_dict(
+        method_config(plan, entries["lora+soft_prompt"]))
+    assert config.variant_field == "client"
+
+
+def test_variant_field_without_a_hybrid_is_refused():
+    with pytest.raises(TailorError, match="has no hybrid"):
+        default_plan(values={"task": "x", "data.variant_field": "client",
+                             "methods": ["prompt_template", "lora"]})
+
+
+def test_numbers_read_as_people_write_them(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("task: x\nmethods:\n  - lora: {lr: 5e-4}\n")
+    plan = load_plan(path, ["methods.lora.weight_decay=1e-2"])
+    assert plan.methods[0].config == {"lr": 5e-4, "weight_decay": 0.01}
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"eval.metric": "acc"}, "unknown eval.metric 'acc'; valid: accuracy, macro_f1 "
+                             "(classification); exact_match, rouge_l, chrf (generation)"),
+    ({"eval.metric": "accuracy", "data.kind": "generation"},
+     "eval.metric 'accuracy' scores classification, and this is a generation task; valid: "
+     "exact_match, rouge_l, chrf"),
+    ({"eval.metric": "rouge_l", "data.kind": "classification"},
+     "valid: accuracy, macro_f1"),
+    ({"eval.tie_level": 1.5}, "eval.tie_level is a share of resamples between 0 and 1"),
+])
+def test_bad_metric_or_tie_level_fails_when_the_plan_is_checked(values, message):
+    with pytest.raises(TailorError) as err:
+        default_plan(values={"task": "x", **values})
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_metric_checked_against_the_kind_of_the_data():
+    from tailorlm.compare.plan import check_metric
+
+    plan = default_plan(values={"task": "x", "eval.metric": "rouge_l"})
+    check_metric(plan, "generation")
+    with pytest.raises(TailorError, match="rouge_l' scores generation, and this is a "
+                                          "classification task; valid: accuracy, macro_f1"):
+        check_metric(plan, "classification")
+    assert default_plan(["task=x"]).get("eval.tie_level") == 0.95
+
+
+def test_prompt_only_keeps_the_prompt_family():
+    from tailorlm.compare.plan import prompt_only
+
+    plan, dropped = prompt_only(default_plan(["task=x", "methods.few_shot.n_demos=2"]))
+    assert [m.method for m in plan.methods] == ["prompt_template", "few_shot"]
+    assert dropped == ["soft_prompt", "lora", "full", "lora+soft_prompt"]
+    assert plan.to_dict()["methods"] == ["prompt_template", {"few_shot": {"n_demos": 2}}]
+    with pytest.raises(TailorError, match="none of this plan's methods .lora, full. works"):
+        prompt_only(default_plan(["task=x", "methods=lora,full"]))

@@ -56,13 +56,18 @@ def load_like(path: str, args, *, kind: str, labels: list[str] | None,
 
 
 def parse_set(item: str, flag: str = "--set") -> tuple[str, object]:
-    """`OPTION=VALUE` with the value read as YAML (8 -> int, true -> bool, [a, b] -> list)."""
+    """`OPTION=VALUE` with the value read as YAML (8 -> int, 1e-4 -> float, true -> bool,
+    [a, b] -> list), as plans read it."""
+    from tailorlm.compare.plan import read_yaml
     from tailorlm.errors import TailorError
 
     key, eq, value = item.partition("=")
     if not (eq and key):
         raise TailorError(f"{flag} {item!r}: write OPTION=VALUE, e.g. r=16")
-    return key, yaml.safe_load(value)
+    try:
+        return key, read_yaml(value)
+    except yaml.YAMLError:
+        raise TailorError(f"{flag} {item!r}: the value is not valid YAML") from None
 
 
 def config_options(spec) -> set[str]:

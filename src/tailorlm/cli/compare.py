@@ -45,13 +45,16 @@ def add_parser(commands) -> None:
     run.add_argument("--seed", type=int, help="one seed only (seeds: [SEED])")
     run.add_argument("--max-test", type=int, help="test rows, a stratified sample "
                      "(eval.max_test)")
-    run.add_argument("--metric", help="accuracy, macro_f1, exact_match, rouge_l or chrf")
+    run.add_argument("--metric", help="classification: accuracy, macro_f1; generation: "
+                     "exact_match, rouge_l, chrf (eval.metric)")
     run.add_argument("--budget-minutes", type=float, help="time budget the plan is sized to "
                      "(default 30)")
     run.add_argument("--set", action="append", default=[], metavar="METHOD.OPTION=VALUE",
-                     help="a method option, e.g. few_shot.n_demos=8 (value parsed as YAML)")
+                     help="an option of a method in the plan, e.g. few_shot.n_demos=8 (value "
+                     "parsed as YAML; `tailor methods` lists them)")
     run.add_argument("--variant-field", help="hybrids (WEIGHT+INPUT): the column that names a "
-                     "row's variant (e.g. client); one input side is fitted per value")
+                     "row's variant (e.g. client); one input side is fitted per value "
+                     "(data.variant_field; refused when the plan has no hybrid)")
     add_constraint_args(p)
     p.add_argument("--out", required=True, help="folder for results.jsonl, adapters and reports")
     p.set_defaults(run=run_command)
@@ -70,7 +73,7 @@ def add_parser(commands) -> None:
 def add_constraint_args(p) -> None:
     c = p.add_argument_group("constraints for the recommendation")
     c.add_argument("--api-only", action="store_true", help="the model is reached through an "
-                   "API: only text prompts count")
+                   "API: only text prompts count (compare runs only the prompt methods)")
     c.add_argument("--sensitive-data", action="store_true", help="data may not leave this "
                    "machine: no remote endpoints")
     c.add_argument("--max-train-minutes", type=float)
@@ -91,60 +94,81 @@ def constraints(args):
                        queries_per_day=args.queries_per_day)
 
 
-def flag_overrides(args) -> list[str]:
-    """The flags given, as plan overrides (KEY=VALUE, values as YAML)."""
-    import json
+# flag -> plan key, for the flags whose value is the key's value as it is
+FLAG_KEYS = {"task": "task", "train": "data.train", "test": "data.test", "val": "data.val",
+             "text_field": "data.text_field", "label_field": "data.label_field",
+             "input_field": "data.input_field", "target_field": "data.target_field",
+             "kind": "data.kind", "variant_field": "data.variant_field", "model": "model",
+             "dtype": "dtype", "k": "train.k", "seeds": "seeds", "max_test": "eval.max_test",
+             "metric": "eval.metric", "budget_minutes": "budget_minutes"}
 
+
+def flag_values(args) -> dict:
+    """The flags given, as typed plan values ({dotted key: value})."""
+    values = {key: getattr(args, attr) for attr, key in FLAG_KEYS.items()
+              if getattr(args, attr) is not None}
+    if args.description:
+        values["data.description"] = args.description
+    if args.verbalizer:
+        values["data.verbalizer"] = parse_verbalizer(args.verbalizer)
+    if args.seed is not None:
+        values["seeds"] = [args.seed]
+    if args.curve is not None:
+        values["train.curve"] = _curve(args.curve)
+    if args.methods:
+        values["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
+    return values
+
+
+def set_overrides(items: list[str]) -> list[str]:
+    """`--set METHOD.OPTION=VALUE` as the plan override `methods.METHOD.OPTION=VALUE`."""
     from tailorlm.errors import TailorError
 
     out = []
-    keys = {"task": "task", "train": "data.train", "test": "data.test", "val": "data.val",
-            "text_field": "data.text_field", "label_field": "data.label_field",
-            "input_field": "data.input_field", "target_field": "data.target_field",
-            "kind": "data.kind", "model": "model", "dtype": "dtype", "k": "train.k",
-            "seeds": "seeds", "max_test": "eval.max_test", "metric": "eval.metric",
-            "budget_minutes": "budget_minutes"}
-    for attr, key in keys.items():
-        value = getattr(args, attr)
-        if value is not None:
-            out.append(f"{key}={json.dumps(value)}")
-    if args.description:
-        out.append(f"data.description={json.dumps(args.description)}")
-    if args.verbalizer:
-        out.append(f"data.verbalizer={json.dumps(parse_verbalizer(args.verbalizer))}")
-    if args.seed is not None:
-        out.append(f"seeds=[{args.seed}]")
-    if args.curve is not None:
-        ks = [] if args.curve.strip().lower() in ("none", "") else args.curve.split(",")
-        out.append(f"train.curve=[{','.join(k.strip() for k in ks)}]")
-    if args.methods:
-        out.append("methods=" + json.dumps([m.strip() for m in args.methods.split(",")
-                                            if m.strip()]))
-    methods = [m.strip() for m in (args.methods or "").split(",") if m.strip()]
-    for item in args.set:
-        key, eq, value = item.partition("=")
+    for item in items:
+        key, eq, _ = item.partition("=")
         method, dot, option = key.partition(".")
-        if not (eq and dot and option):
+        if not (eq and method and dot and option):
             raise TailorError(f"--set {item!r}: write METHOD.OPTION=VALUE, e.g. few_shot.n_demos=8")
-        if methods and method not in methods:
-            raise TailorError(f"--set {item!r}: {method!r} is not among --methods")
-        out.append(f"methods.{method}.{option}={value}")
-    if args.variant_field:
-        for m in methods:
-            if "+" in m:
-                out.append(f"methods.{m}.variant_field={json.dumps(args.variant_field)}")
+        out.append(f"methods.{item}")
     return out
+
+
+def _curve(text: str) -> list[int]:
+    from tailorlm.errors import TailorError
+
+    if text.strip().lower() in ("none", ""):
+        return []
+    try:
+        return [int(k) for k in text.split(",")]
+    except ValueError:
+        raise TailorError(f"--curve {text!r}: k values separated by commas (4,16,64), or none"
+                          ) from None
+
+
+def build(args):
+    """The plan the flags and overrides describe; --api-only keeps its prompt methods."""
+    from tailorlm.compare.plan import default_plan, load_plan, prompt_only
+
+    overrides = set_overrides(args.set) + list(args.overrides)
+    values = flag_values(args)
+    plan = load_plan(args.plan, overrides, values) if args.plan else default_plan(overrides, values)
+    if args.api_only:
+        plan, dropped = prompt_only(plan)
+        kept = ", ".join(m.method for m in plan.methods)
+        print(f"--api-only: running only the prompt methods ({kept})"
+              + (f"; not {', '.join(dropped)}, which need the model's weights" if dropped else ""),
+              file=sys.stderr, flush=True)
+    return plan
 
 
 def run_command(args) -> int:
     from tailorlm.compare.bakeoff import load_data, run_plan
-    from tailorlm.compare.plan import default_plan, load_plan
     from tailorlm.compare.report import summary_table
     from tailorlm.compare.summary import write_reports
 
-    overrides = flag_overrides(args) + list(args.overrides)
-    plan = load_plan(args.plan, overrides) if args.plan else default_plan(overrides)
-    load_data(plan)  # a bad file fails here, with its line, before the model loads
+    plan = build(args)
+    load_data(plan)  # a bad file or metric fails here, with its line, before the model loads
     run_plan(plan, args.out, on_event=_progress(time.perf_counter()),
              on_note=lambda line: print(line, file=sys.stderr, flush=True))
     summary = write_reports(args.out, constraints(args))  # the reports under these constraints

@@ -19,7 +19,7 @@ import yaml
 
 from tailorlm.compare.budget import epochs_for, method_costs, n_shots, probe, run_seconds, \
     size_plan
-from tailorlm.compare.plan import Plan, check_data, method_config
+from tailorlm.compare.plan import Plan, check_data, check_metric, method_config
 from tailorlm.compare.runner import Run, evaluation_subset, run_comparison
 from tailorlm.data.task import Task
 from tailorlm.errors import TailorError
@@ -34,11 +34,13 @@ def load_data(plan: Plan) -> tuple[Task, Task, Task | None]:
     t = plan.tree
     if t["task"]:
         train, test = load_builtin_task(t["task"])
+        check_metric(plan, train.kind)
         return train, test, None
     d = t["data"]
     fields = {k: d[k] for k in ("text_field", "label_field", "input_field", "target_field")}
     common = dict(description=d["description"] or "", name=task_name(d["train"]), **fields)
     train = load_task(d["train"], kind=d["kind"], verbalizer=d["verbalizer"] or None, **common)
+    check_metric(plan, train.kind)  # a metric of the wrong kind fails before any model loads
     same = dict(kind=train.kind, labels=train.labels or None,
                 verbalizer=train.verbalizer or None)
     if train.kind != "classification":
@@ -158,5 +160,19 @@ def run_plan(plan: Plan, out: str | Path, *, on_event=None, on_note=print) -> di
                           budget_seconds=plan.tree["budget_minutes"] * 60 - (
                               time.perf_counter() - started))
     skipped = [r for r in rows if "skipped" in r]
+    if rows and len(skipped) == len(rows):
+        raise TailorError(every_run_failed(skipped, out))
     wall = time.perf_counter() - started
     return write_reports(out, skipped=skipped, wall_seconds=wall)
+
+
+def every_run_failed(rows: list[dict], out: Path) -> str:
+    """One line naming why each run of a comparison that kept no result failed, by reason."""
+    by_reason: dict[str, list[str]] = {}
+    for row in rows:
+        reason = " ".join(row["reason"].split())  # an exception's message may span lines
+        by_reason.setdefault(reason[:160], []).append(row["run"])
+    failures = "; ".join(f"{', '.join(runs[:3])}{f' +{len(runs) - 3}' if len(runs) > 3 else ''}"
+                         f": {reason}" for reason, runs in by_reason.items())
+    return (f"every run of the comparison failed, no result kept ({failures}); tracebacks in "
+            f"{out / 'errors.log'}")

@@ -5,15 +5,19 @@
     seeds: 3                         # a count (0, 1, 2) or a list
     budget_minutes: 30               # auto values are sized to it; the runner keeps to it
     train: {k: auto, curve: auto, epochs: auto}   # shared by every method that has the option
-    eval: {max_test: auto, sensitivity: auto, metric: null}
+    eval: {max_test: auto, sensitivity: auto, metric: null, tie_level: 0.95}
     costs: {cpu_hour_usd: 0.10, ...} # prices for the cost projection (defaults: COSTS)
     methods:
       - prompt_template
       - lora: {r: 16}                # diff-only: the method's own defaults for the rest
 
-Overrides on the command line are dotted paths into the same tree, values read as YAML:
-`train.k=64 seeds=3 eval.max_test=null methods.lora.r=16`. Every key is checked against the
-tree, so a typo says which keys exist instead of being ignored.
+Overrides are dotted paths into the same tree: typed values from code or the CLI's flags
+(`{"train.k": 64, "methods": ["lora"]}`), and text from the command line, each read once as YAML
+(`train.k=64 seeds=3 eval.max_test=null methods.lora.r=16`). Every key is checked against the
+tree, so a typo says which keys exist instead of being ignored; an option for a method the plan
+does not run is an error, not a method silently added. Shared keys reach every method that has
+the option: `train.epochs` and `train.batch_size` the learning methods, `data.variant_field` (the
+column that names a row's variant) the hybrids, and a plan without one refuses it.
 
 `auto` values are resolved against the data and the machine by `compare/budget.py` once the
 model is loaded; `load_plan` only reads and checks.
@@ -22,6 +26,7 @@ model is loaded; `load_plan` only reads and checks.
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +35,20 @@ import yaml
 from tailorlm.errors import TailorError
 
 AUTO = "auto"
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML as people write it: `1e-5` is a number (PyYAML follows YAML 1.1, which wants
+    `1.0e-5`, and would hand a learning rate over as the text "1e-5")."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d[\d_]*\.?[\d_]*|\.\d[\d_]*)[eE][-+]?\d+$"), list("-+0123456789."))
+
+
+def read_yaml(text: str):
+    return yaml.load(text, Loader=_Loader)  # noqa: S506: a SafeLoader
 DEFAULT_METHODS = ["prompt_template", "few_shot", "soft_prompt", "lora", "full",
                    "lora+soft_prompt"]  # every family: prompt, soft prompt, fine tuning, hybrid
 
@@ -41,12 +60,15 @@ COSTS = {"cpu_hour_usd": 0.10, "gpu_hour_usd": 2.50,
          "queries_per_day": 10_000}
 
 DATA_KEYS = ("train", "test", "val", "text_field", "label_field", "input_field", "target_field",
-             "kind", "description", "verbalizer")
+             "kind", "description", "verbalizer", "variant_field")
+SHARED = {"train": ("epochs", "batch_size"), "data": ("variant_field",)}  # -> methods' options
 TREE = {  # every key a plan may hold, and its default
     "task": None, "data": {k: None for k in DATA_KEYS}, "model": "smollm2-135m",
     "dtype": "float32", "seeds": 3, "budget_minutes": 30,
     "train": {"k": AUTO, "curve": AUTO, "epochs": AUTO, "batch_size": None},
-    "eval": {"max_test": AUTO, "sensitivity": AUTO, "train_score": True, "metric": None},
+    # tie_level: a method ties the best unless the best wins in this share of paired resamples
+    "eval": {"max_test": AUTO, "sensitivity": AUTO, "train_score": True, "metric": None,
+             "tie_level": 0.95},
     "costs": dict(COSTS), "methods": list(DEFAULT_METHODS),
 }
 
@@ -80,16 +102,16 @@ class Plan:
         return tree
 
 
-def default_plan(overrides: list[str] = ()) -> Plan:
-    return build_plan({}, overrides, "default plan")
+def default_plan(overrides: list[str] = (), values: dict | None = None) -> Plan:
+    return build_plan({}, overrides, "default plan", values)
 
 
-def load_plan(path: str | Path, overrides: list[str] = ()) -> Plan:
+def load_plan(path: str | Path, overrides: list[str] = (), values: dict | None = None) -> Plan:
     path = Path(path)
     if not path.is_file():
         raise TailorError(f"plan {path} not found; the examples are in configs/examples/")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = read_yaml(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         where = getattr(e, "problem_mark", None)
         line = f" line {where.line + 1}" if where else ""
@@ -97,13 +119,16 @@ def load_plan(path: str | Path, overrides: list[str] = ()) -> Plan:
     if not isinstance(raw, dict):
         raise TailorError(f"{path}: a plan is a mapping (task:, methods:, ...), not "
                           f"{type(raw).__name__}")
-    return build_plan(raw, overrides, str(path))
+    return build_plan(raw, overrides, str(path), values)
 
 
-def build_plan(raw: dict, overrides: list[str], source: str) -> Plan:
+def build_plan(raw: dict, overrides: list[str], source: str, values: dict | None = None) -> Plan:
+    """`raw` (a plan file's mapping), then `values` ({dotted key: typed value}), then the text
+    `overrides` (KEY=VALUE); within each, a method's options after the method list they refer to."""
     tree = _merge(copy.deepcopy(TREE), raw, "")
-    for item in overrides:
-        _override(tree, item)
+    items = list((values or {}).items()) + [parse_override(item) for item in overrides]
+    for key, value, _ in sorted(((k, v, _is_option(k)) for k, v in items), key=lambda x: x[2]):
+        _set(tree, key, value)
     methods = [_entry(m, source) for m in tree["methods"]]
     if not methods:
         raise TailorError(f"{source}: methods: is empty; list at least one method")
@@ -114,6 +139,22 @@ def build_plan(raw: dict, overrides: list[str], source: str) -> Plan:
     plan = Plan(tree, methods, source)
     check(plan)
     return plan
+
+
+def prompt_only(plan: Plan) -> tuple[Plan, list[str]]:
+    """The plan with only its text-prompt methods (family "prompt": they need no weights, so
+    they work against a model behind an API), and the names it dropped."""
+    from tailorlm.methods import METHODS, get_method
+
+    kept = [m for m in plan.methods if get_method(m.method).family == "prompt"]
+    dropped = [m.method for m in plan.methods if m not in kept]
+    if not kept:
+        usable = sorted(n for n, spec in METHODS.items() if spec.family == "prompt")
+        raise TailorError(f"--api-only: none of this plan's methods ({', '.join(dropped)}) works "
+                          f"through an API; add a prompt method ({', '.join(usable)})")
+    slim = Plan(dict(plan.tree), kept, plan.source)
+    slim.tree["methods"] = slim.to_dict()["methods"]
+    return slim, dropped
 
 
 def check(plan: Plan) -> None:
@@ -140,14 +181,46 @@ def check(plan: Plan) -> None:
         value = t["eval"][key]
         if value not in (AUTO, None) and not (isinstance(value, int) and value >= 0):
             raise TailorError(f"{src}: eval.{key} is auto, null (all) or a count, not {value!r}")
+    level = t["eval"]["tie_level"]
+    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
+        raise TailorError(f"{src}: eval.tie_level is a share of resamples between 0 and 1 "
+                          f"(0.95), not {level!r}")
+    check_metric(plan, t["data"]["kind"])
     for key, value in t["costs"].items():
         _positive(value, f"costs.{key}", src, number=True, zero=True)
+    variant_field = t["data"]["variant_field"]
+    if variant_field is not None and not any(
+            get_method(m.method).family == "hybrid" for m in plan.methods):
+        raise TailorError(f"{src}: data.variant_field (--variant-field) splits the rows for a "
+                          f"hybrid's input side, and this plan has no hybrid "
+                          f"({', '.join(m.method for m in plan.methods)}): add one, e.g. "
+                          "lora+soft_prompt, or drop it")
     for entry in plan.methods:
         spec = get_method(entry.method)
         try:
             spec.config.from_dict(method_config(plan, entry))
         except TailorError as e:
             raise TailorError(f"{src}: methods.{entry.method}: {e}") from None
+
+
+def check_metric(plan: Plan, kind: str | None) -> None:
+    """eval.metric is a metric's name, of the task's kind when the kind is known."""
+    from tailorlm.engine.metrics import METRICS
+
+    name = plan.tree["eval"]["metric"]
+    if name is None:
+        return
+    kinds = {k: [m for m, metric in METRICS.items() if metric.kind == k]
+             for k in ("classification", "generation")}
+    if kind in kinds and name in METRICS and METRICS[name].kind != kind:
+        raise TailorError(f"{plan.source}: eval.metric {name!r} scores {METRICS[name].kind}, "
+                          f"and this is a {kind} task; valid: {', '.join(kinds[kind])}")
+    if kind in kinds and name not in METRICS:
+        raise TailorError(f"{plan.source}: unknown eval.metric {name!r}; valid for {kind}: "
+                          f"{', '.join(kinds[kind])}")
+    if name not in METRICS:
+        raise TailorError(f"{plan.source}: unknown eval.metric {name!r}; valid: "
+                          + "; ".join(f"{', '.join(v)} ({k})" for k, v in kinds.items()))
 
 
 def check_data(plan: Plan) -> None:
@@ -159,19 +232,18 @@ def check_data(plan: Plan) -> None:
 
 
 def method_config(plan: Plan, entry: MethodEntry) -> dict:
-    """The entry's options over the plan's shared training options (for methods that have them)."""
+    """The entry's options over the plan's shared options (`SHARED`), for methods that have them."""
     import dataclasses
 
     from tailorlm.methods import get_method
 
     spec = get_method(entry.method)
-    shared = {k: v for k, v in plan.tree["train"].items()
-              if k in ("epochs", "batch_size") and v not in (AUTO, None)}
-    if "+" in entry.method:  # a hybrid hands a bare option to each side that has it
-        names = {f.name for side in (spec.config.weight_spec, spec.config.input_spec)
-                 for f in dataclasses.fields(side.config)}
-    else:
-        names = {f.name for f in dataclasses.fields(spec.config)}
+    shared = {k: v for group, keys in SHARED.items() for k, v in plan.tree[group].items()
+              if k in keys and v not in (AUTO, None)}
+    names = {f.name for f in dataclasses.fields(spec.config)}
+    if spec.family == "hybrid":  # a hybrid hands a bare option to each side that has it
+        names |= {f.name for side in (spec.config.weight_spec, spec.config.input_spec)
+                  for f in dataclasses.fields(side.config)}
     return {**{k: v for k, v in shared.items() if k in names}, **entry.config}
 
 
@@ -212,29 +284,44 @@ def _merge(tree: dict, raw: dict, where: str) -> dict:
     return tree
 
 
-def _override(tree: dict, item: str) -> None:
-    """`a.b=VALUE` into the tree; `methods.NAME.OPTION=VALUE` into that method's entry."""
+def parse_override(item: str) -> tuple[str, object]:
+    """`a.b=VALUE` -> ("a.b", VALUE read as YAML: 64 -> int, null -> None, [4, 16] -> list)."""
     key, eq, text = item.partition("=")
     if not (eq and key):
         raise TailorError(f"override {item!r}: write KEY=VALUE, e.g. train.k=64 or seeds=3")
     try:
-        value = yaml.safe_load(text)
+        return key, read_yaml(text)
     except yaml.YAMLError:
-        value = text
+        return key, text
+
+
+def _is_option(key: str) -> bool:
+    return key.startswith("methods.")
+
+
+def _set(tree: dict, key: str, value) -> None:
+    """One typed value at a dotted key; `methods.NAME.OPTION` into that method's entry."""
     parts = key.split(".")
     if parts[0] == "methods" and len(parts) >= 3:
         name, option = parts[1], ".".join(parts[2:])
         for i, m in enumerate(tree["methods"]):
             entry = m if isinstance(m, dict) else {m: {}}
             if name in entry:
-                entry = {name: {**(entry[name] or {}), option: value}}
-                tree["methods"][i] = entry
+                tree["methods"][i] = {name: {**(entry[name] or {}), option: value}}
                 return
-        tree["methods"].append({name: {option: value}})
-        return
-    if parts[0] == "methods" and len(parts) == 1:
+        names = [m if isinstance(m, str) else next(iter(m), "?") for m in tree["methods"]]
+        raise TailorError(f"{key}={value!r}: {name} is not among this plan's methods "
+                          f"({', '.join(map(str, names))}); add it (--methods, or methods: in "
+                          "the plan) or drop the option")
+    if parts[0] == "methods" and len(parts) == 2:
+        raise TailorError(f"override {key!r}: a method option is methods.METHOD.OPTION (e.g. "
+                          "methods.lora.r=16)")
+    if key == "methods":
         value = [m.strip() for m in value.split(",")] if isinstance(value, str) else value
-    nested: dict = value
+        if isinstance(value, list):  # a name keeps the options the plan gave that method
+            given = {next(iter(m)): m for m in tree["methods"] if isinstance(m, dict) and m}
+            value = [given.get(m, m) if isinstance(m, str) else m for m in value]
+    nested = value
     for part in reversed(parts[1:]):
         nested = {part: nested}
     _merge(tree, {parts[0]: nested}, "")
