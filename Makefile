@@ -1,13 +1,36 @@
 # make demo: a side-by-side comparison on the built-in model and demo task (fresh machine: sets up .venv)
-# make test: every test. Both need only Python 3.11+ and the package registries.
+# make test: every test. Both need only Python 3.11+ and the package registries; what else they
+# need from the system (venv support, Chromium for the tests) is apt-installed when missing.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench clean
+.PHONY: demo test test-fast bench clean chromium python-venv
 
-$(STAMP): pyproject.toml
+# $(call need,WHAT FOR,CHECK,DEBIAN PACKAGE): when CHECK fails, apt-get install the package as
+# root or through password-less sudo; otherwise stop with the command to run (no commas inside).
+define need
+	@if { $(2); } >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing $(3) ($(1)) with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(3) >/dev/null; \
+	elif command -v apt-get >/dev/null && sudo -n true 2>/dev/null; then \
+	  echo "installing $(3) ($(1)) with sudo apt-get"; \
+	  sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(3) >/dev/null; \
+	else echo "make: $(1) needs $(3), which is not installed: run sudo apt-get install $(3) (or your system's package manager), then make again" >&2; exit 1; fi
+endef
+
+# Debian's python3 leaves venv support (ensurepip) to a package of its own.
+python-venv:
+	$(call need,the .venv,$(PYTHON) -m ensurepip --version,python3-venv)
+
+# The report tests screenshot report.html with headless Chromium: a program, not a pip package.
+# TAILORLM_CHROMIUM names another binary (compare/screenshot.py looks for these names).
+chromium:
+	$(call need,the report screenshot test,[ -n "$$TAILORLM_CHROMIUM" ] || command -v chromium || command -v chromium-browser || command -v google-chrome,chromium)
+
+$(STAMP): pyproject.toml | python-venv
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch pinned: its CPU build is on the build machines' disk; another version downloads CUDA.
@@ -22,10 +45,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/tailor compare --task support_routing --budget-minutes 9 --out runs/demo
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) chromium
 	$(BIN)/python -m pytest -q -m "not integration"
 
 bench: $(STAMP)
