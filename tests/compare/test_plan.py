@@ -171,3 +171,21 @@ def test_prompt_only_keeps_the_prompt_family():
     assert plan.to_dict()["methods"] == ["prompt_template", {"few_shot": {"n_demos": 2}}]
     with pytest.raises(TailorError, match="none of this plan's methods .lora, full. works"):
         prompt_only(default_plan(["task=x", "methods=lora,full"]))
+
+
+def test_a_comparison_recorded_before_a_key_existed_continues(tmp_path):
+    """OUT/plan.yaml written before eval.tie_level (or any newer key) existed is the same plan
+    when the new key holds its default; another value is another plan."""
+    import yaml
+
+    from tailorlm.compare.bakeoff import PLAN_FILE, _recorded_sizing
+
+    plan = default_plan(["task=support_routing"])
+    old = plan.to_dict()
+    del old["eval"]["tie_level"], old["data"]["variant_field"]
+    old["resolved"] = {"k": 4, "curve": [], "max_test": 50, "sensitivity": 0}
+    (tmp_path / PLAN_FILE).write_text(yaml.safe_dump(old))
+    (tmp_path / "results.jsonl").write_text('{"method": "lora"}\n')
+    assert _recorded_sizing(plan, tmp_path)["k"] == 4
+    with pytest.raises(TailorError, match="another plan.*eval.tie_level"):
+        _recorded_sizing(default_plan(["task=support_routing", "eval.tie_level=0.9"]), tmp_path)

@@ -19,7 +19,7 @@ import yaml
 
 from tailorlm.compare.budget import epochs_for, method_costs, n_shots, probe, run_seconds, \
     size_plan
-from tailorlm.compare.plan import Plan, check_data, check_metric, method_config
+from tailorlm.compare.plan import TREE, Plan, check_data, check_metric, method_config
 from tailorlm.compare.runner import Run, evaluation_subset, run_comparison
 from tailorlm.data.task import Task
 from tailorlm.errors import TailorError
@@ -97,9 +97,10 @@ def _recorded_sizing(plan: Plan, out: Path) -> dict | None:
     recorded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     was = _flat(recorded)
     now = _flat(yaml.safe_load(yaml.safe_dump(plan.to_dict(), sort_keys=False)))
+    default = _flat(TREE)  # a key newer than the recorded plan counts as its default there
     differs = [key for key in sorted(set(was) | set(now))
                if key.split(".")[0] not in ("resolved", "budget_minutes")
-               and was.get(key) != now.get(key)]
+               and was.get(key, default.get(key)) != now.get(key)]
     if differs:
         raise TailorError(f"{out} holds a comparison of another plan ({', '.join(differs[:5])} "
                           "differ): give a new --out, or the same plan to continue it (only "
