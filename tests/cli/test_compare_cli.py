@@ -204,3 +204,20 @@ def test_api_only_constraints_reach_the_report(files, tiny_model_dir, tmp_path, 
     rows = [json.loads(x) for x in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
     assert [r["method"] for r in rows] == ["prompt_template"]
     assert seen[-1].api_only and seen[-1].max_latency_ms == 1e6
+
+
+def test_variant_field_reaches_the_hybrids_fit(tiny_model_dir, tmp_path):
+    texts = {"positive": ["a great film", "I loved it", "wonderful and fun", "the best movie"],
+             "negative": ["a bad film", "I hated it", "boring and dull", "the worst movie"]}
+    rows = [{"text": t, "label": label, "client": "ab"[i % 2]}
+            for label, ts in texts.items() for i, t in enumerate(ts)]
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    code = main(["compare", "--train", str(train), "--test", str(train), "--model",
+                 str(tiny_model_dir), "--methods", "lora+prompt_template", "--k", "4",
+                 "--seed", "0", "--curve", "none", "--variant-field", "client",
+                 "--set", "lora+prompt_template.epochs=1", "eval.sensitivity=0",
+                 "eval.train_score=false", "--out", str(tmp_path / "run")])
+    assert code == 0
+    row = json.loads((tmp_path / "run" / "results.jsonl").read_text().splitlines()[0])
+    assert row["config"]["variant_field"] == "client"
+    assert row["n_variants"] == 2 and sorted(row["variants"]) == ["a", "b"]
