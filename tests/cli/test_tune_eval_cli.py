@@ -105,6 +105,7 @@ def test_resume_after_a_finished_fit_trains_nothing_and_writes_the_adapter(
     (["--method", "lora", "--set", "rank=8"], "unknown option(s) rank"),
     (["--method", "lora", "--set", "r"], "write OPTION=VALUE"),
     (["--method", "few_shot", "--epochs", "2"], "unknown option(s) epochs"),
+    (["--method", "lora", "--metric", "rouge_l"], "--metric 'rouge_l' scores generation"),
 ])
 def test_user_errors_are_one_line_before_any_model_loads(files, tmp_path, capsys, monkeypatch,
                                                          args, message):

@@ -43,6 +43,7 @@ def add_parser(commands) -> None:
 
 
 def run(args) -> int:
+    from tailorlm.compare.plan import check_metric_name
     from tailorlm.compare.tune import tune
     from tailorlm.errors import TailorError
     from tailorlm.methods import get_method
@@ -61,6 +62,8 @@ def run(args) -> int:
     train = load_train(args.train, args)
     val = load_like(args.val, args, kind=train.kind, labels=train.labels,
                     verbalizer=train.verbalizer) if args.val else None
+    if args.metric:
+        check_metric_name(args.metric, train.kind)
     model = args.model or DEFAULT_MODEL
     backend = load_backend(model, dtype=args.dtype)
     tuned = tune(backend, args.method, train, args.out, val=val, config=options, seed=args.seed,

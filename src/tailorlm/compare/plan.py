@@ -205,21 +205,26 @@ def check(plan: Plan) -> None:
 
 def check_metric(plan: Plan, kind: str | None) -> None:
     """eval.metric is a metric's name, of the task's kind when the kind is known."""
+    if plan.tree["eval"]["metric"] is not None:
+        try:
+            check_metric_name(plan.tree["eval"]["metric"], kind, "eval.metric")
+        except TailorError as e:
+            raise TailorError(f"{plan.source}: {e}") from None
+
+
+def check_metric_name(name: str, kind: str | None, what: str = "--metric") -> None:
+    """`name` is a metric (engine/metrics.py) that scores `kind` tasks (any kind when None)."""
     from tailorlm.engine.metrics import METRICS
 
-    name = plan.tree["eval"]["metric"]
-    if name is None:
-        return
     kinds = {k: [m for m, metric in METRICS.items() if metric.kind == k]
              for k in ("classification", "generation")}
     if kind in kinds and name in METRICS and METRICS[name].kind != kind:
-        raise TailorError(f"{plan.source}: eval.metric {name!r} scores {METRICS[name].kind}, "
-                          f"and this is a {kind} task; valid: {', '.join(kinds[kind])}")
+        raise TailorError(f"{what} {name!r} scores {METRICS[name].kind}, and this is a {kind} "
+                          f"task; valid: {', '.join(kinds[kind])}")
     if kind in kinds and name not in METRICS:
-        raise TailorError(f"{plan.source}: unknown eval.metric {name!r}; valid for {kind}: "
-                          f"{', '.join(kinds[kind])}")
+        raise TailorError(f"unknown {what} {name!r}; valid for {kind}: {', '.join(kinds[kind])}")
     if name not in METRICS:
-        raise TailorError(f"{plan.source}: unknown eval.metric {name!r}; valid: "
+        raise TailorError(f"unknown {what} {name!r}; valid: "
                           + "; ".join(f"{', '.join(v)} ({k})" for k, v in kinds.items()))
 
 
