@@ -227,3 +227,94 @@ def bootstrap_ci(
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(stats, [tail, 100 - tail])
     return float(low), float(high)
+
+
+# --- paired bootstrap: is one method really better than another? ------------------------------
+#
+# Every method of a comparison is scored on the same test rows, so the question "is A better than
+# B?" is asked of the same rows for both: each resample draws one set of row indices and scores
+# A and B on it (a paired bootstrap; the rows' own difficulty cancels out of the difference).
+# Where a method ran with several seeds, each resample also redraws its seeds with replacement
+# and averages their scores, so the seed-to-seed spread is in the interval too:
+#
+#     for r in 1..R:   rows_r  ~ N row indices with replacement (shared by A and B)
+#                      seeds_A ~ S_A of A's seeds with replacement; seeds_B likewise
+#                      d_r = mean_{s in seeds_A} metric(A_s on rows_r) - mean_{s in seeds_B} ...
+#     p(A wins) = fraction of d_r > 0;   interval = percentiles of d_r
+#
+# Inputs are per-row outcomes, one row per seed: (S, N) per-row metric values for a metric that
+# is a mean over rows (accuracy: 1 where the prediction is the gold), or (S, N) predicted label
+# ids with the gold ids for macro_f1. Each seed's resampled scores are computed for all resamples
+# at once (a gather and a mean, or _macro_f1_resampled's bincounts); seeds are then combined with
+# an (R, S) weight matrix: how often each seed was drawn, over S.
+
+
+@dataclass(frozen=True)
+class PairedResult:
+    diff: float  # observed score(a) - score(b), each the mean over its seeds on all rows
+    low: float  # the resampled differences' (1 - level) quantile
+    high: float  # and their `level` quantile: low > 0 exactly when a wins in >= level of them
+    p_a_wins: float  # fraction of resamples where a scored strictly higher
+    std: float  # standard deviation of the resampled differences
+    n_rows: int
+    n_seeds: tuple[int, int]
+    n_resamples: int
+    level: float
+
+
+def _seed_weights(rng: np.random.Generator, n_seeds: int, n_resamples: int) -> np.ndarray:
+    """(R, S): how often each of S seeds is drawn in each resample (S draws), divided by S."""
+    draws = rng.integers(0, n_seeds, size=(n_resamples, n_seeds))  # (R, S)
+    counts = np.zeros((n_resamples, n_seeds))
+    np.add.at(counts, (np.arange(n_resamples)[:, None], draws), 1.0)
+    return counts / n_seeds
+
+
+def _per_seed(outcome: np.ndarray, idx: np.ndarray, gold_ids: np.ndarray | None,
+              n_labels: int) -> np.ndarray:
+    """(S, r): each seed's score on each resample of rows `idx` (r, N)."""
+    if gold_ids is None:
+        return np.stack([row[idx].mean(axis=1) for row in outcome])
+    return np.stack([_macro_f1_resampled(row, gold_ids, idx, n_labels) for row in outcome])
+
+
+def _observed(outcome: np.ndarray, gold_ids: np.ndarray | None, n_labels: int) -> float:
+    everything = np.arange(outcome.shape[1])[None, :]  # (1, N): all rows once
+    return float(_per_seed(outcome, everything, gold_ids, n_labels).mean())
+
+
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, *, gold_ids: np.ndarray | None = None,
+                     n_resamples: int = 2000, seed: int = 0, level: float = 0.95) -> PairedResult:
+    """Paired bootstrap of score(a) - score(b) over shared rows, and over seeds where there are
+    several. `a`, `b`: (S_a, N), (S_b, N) per-row values, or predicted label ids when `gold_ids`
+    (N,) is given (macro_f1). Draw order (so a slow loop can reproduce it exactly): a's seed
+    weights, b's seed weights, then the row indices of `np.random.default_rng(seed)`.
+    """
+    if not 0.5 <= level < 1:
+        raise TailorError(f"the tie level must be from 0.5 to below 1 (e.g. 0.95), got {level}")
+    a, b = np.atleast_2d(np.asarray(a)), np.atleast_2d(np.asarray(b))
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"paired rows differ: {a.shape[1]} and {b.shape[1]}")
+    n = a.shape[1]
+    if n == 0:
+        raise TailorError("no shared test rows to compare the methods on")
+    n_labels = 0
+    if gold_ids is not None:
+        a, b, gold_ids = a.astype(np.int64), b.astype(np.int64), np.asarray(gold_ids, np.int64)
+        n_labels = int(max(a.max(), b.max(), gold_ids.max())) + 1
+    rng = np.random.default_rng(seed)
+    wa = _seed_weights(rng, a.shape[0], n_resamples)  # (R, S_a)
+    wb = _seed_weights(rng, b.shape[0], n_resamples)  # (R, S_b)
+    diffs, start = [], 0
+    for idx in _resample_chunks(rng, n, n_resamples):  # (r, N)
+        stop = start + idx.shape[0]
+        score_a = (wa[start:stop] * _per_seed(a, idx, gold_ids, n_labels).T).sum(axis=1)
+        score_b = (wb[start:stop] * _per_seed(b, idx, gold_ids, n_labels).T).sum(axis=1)
+        diffs.append(score_a - score_b)
+        start = stop
+    d = np.concatenate(diffs)  # (R,)
+    low, high = np.quantile(d, [1 - level, level])
+    return PairedResult(diff=_observed(a, gold_ids, n_labels) - _observed(b, gold_ids, n_labels),
+                        low=float(low), high=float(high), p_a_wins=float((d > 0).mean()),
+                        std=float(d.std()), n_rows=n, n_seeds=(a.shape[0], b.shape[0]),
+                        n_resamples=n_resamples, level=level)
