@@ -268,6 +268,9 @@ def read_run(out: str | Path) -> tuple[list[dict], dict, dict]:
 
     out = Path(out)
     rows = read_results(out)
+    if not rows and (out / "errors.log").exists():
+        raise TailorError(f"every run in {out} failed; the tracebacks are in {out / 'errors.log'} "
+                          f"(rerun `tailor compare ... --out {out}` to retry them)")
     if not rows:
         raise TailorError(f"{out} holds no results.jsonl rows: run `tailor compare ... --out "
                           f"{out}` first")
