@@ -47,12 +47,12 @@ def lines(summary: dict) -> list[str]:
     maj, zero = base.get("majority"), base.get("zero_shot")
     out = []
     if maj:
-        below = [m["method"] for m in summary["methods"] if m.get("below_majority")]
-        out.append(f"majority class (always {maj['label']!r}): {summary['metric']} "
+        below = [m["method"] for m in summary.get("methods") or [] if m.get("below_majority")]
+        out.append(f"majority class (always {maj['label']!r}): {summary.get('metric')} "
                    f"{maj['score']:.3f}" + (f"; below it: {', '.join(below)}" if below
                                             else "; every method is above it"))
     elif summary.get("kind") == "classification":
         out.append("majority class: not known (results from an older tailorlm)")
-    out.append(f"zero-shot ({zero['method']}): {summary['metric']} {zero['score']:.3f}" if zero
+    out.append(f"zero-shot ({zero['method']}): {summary.get('metric')} {zero['score']:.3f}" if zero
                else "zero-shot: not run (add the zero-shot method, prompt_template, to the plan)")
     return out

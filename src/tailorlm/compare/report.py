@@ -163,7 +163,8 @@ FIT_COLUMNS = ["method", "rows fitted", "held out", "train score", "validation s
 def fit_rows(summary: dict) -> list[list[str]]:
     return [[m["method"], or_dash(m.get("n_fitted"), "{:,}"), or_dash(m.get("n_held_out"), "{:,}"),
              or_dash(m.get("train_score"), "{:.3f}"), or_dash(m.get("val_score"), "{:.3f}"),
-             f"{m['score_mean']:.3f}" + (" (below majority)" if m.get("below_majority") else ""),
+             or_dash(m.get("score_mean"), "{:.3f}")
+             + (" (below majority)" if m.get("below_majority") else ""),
              or_dash(m.get("overfit_gap"), "{:+.3f}")] for m in summary["methods"]]
 
 
