@@ -37,7 +37,7 @@ def _with_scores(rows, golds):
 
 def _predictions(golds, n_right, rng):
     """Predictions that get exactly n_right rows right, the right ones at random."""
-    pred = 1 - golds
+    pred = (golds + 1) % (golds.max() + 1)  # wrong everywhere
     right = rng.choice(len(golds), n_right, replace=False)
     pred[right] = golds[right]
     return pred
@@ -155,3 +155,39 @@ def test_recommend_without_outcomes_uses_the_interval():
     rec = recommend(ms, Constraints())
     assert rec["vs_best"]["b"]["tied"] and not rec["vs_best"]["b"]["paired"]
     assert any("no paired test" in f for f in rec["flags"])
+
+
+def test_the_majority_class_and_zero_shot_are_baselines_and_a_method_below_is_flagged():
+    rng = np.random.default_rng(6)
+    golds = np.array([0] * 120 + [1] * 80)  # the majority class (neg) scores 0.600
+    rows = _rows("prompt_template", "prompt", [_predictions(golds, 150, rng)], fit=0.0)  # 0.75
+    rows += _rows("full", "fine tuning", [_predictions(golds, 110, rng) for _ in range(2)],
+                  fit=5.0, ms=1.0)  # 0.55: below the majority
+    rows[0]["zero_shot_reference"] = True
+    s = _summary(rows, golds)
+    assert s["baselines"]["majority"] == {"label": "neg", "score": pytest.approx(0.6), "n": 200}
+    assert s["baselines"]["zero_shot"] == {"method": "prompt_template", "score": 0.75}
+    by = {m["method"]: m for m in s["methods"]}
+    assert by["full"]["below_majority"] and not by["prompt_template"]["below_majority"]
+    md = markdown(s)
+    assert "majority class (always 'neg'): accuracy 0.600; below it: full" in md
+    assert "zero-shot (prompt_template): accuracy 0.750" in md
+    assert "0.550 (below majority)" in md
+    # if the constraints leave only it, the recommendation says so in words
+    rec = recommend(s["methods"], Constraints(max_latency_ms=5))
+    assert rec["method"] == "full"
+    assert any("below the majority-class baseline (0.550 < 0.600)" in f for f in rec["flags"])
+
+
+def test_macro_f1_majority_and_ties_use_predictions_and_golds():
+    rng = np.random.default_rng(7)
+    golds = np.array([0, 1, 2] * 100)
+    rows = _rows("a", "prompt", [_predictions(golds, 250, rng)])
+    rows += _rows("b", "prompt", [_predictions(golds, 249, rng)])
+    for r in rows:
+        r["metric"] = "macro_f1"
+    record = _record(golds, labels=("x", "y", "z"), majority="x")
+    s = summarize(_with_scores(rows, golds), PLAN, records=record)
+    assert s["baselines"]["majority"]["score"] == pytest.approx((2 * 100 / 400) / 3)
+    cmp = s["recommendation"]["vs_best"]
+    assert list(cmp) == ["b"] and cmp["b"]["tied"] and cmp["b"]["paired"]
