@@ -23,7 +23,7 @@ def _rows(method, family, per_seed_preds, fit=1.0, ms=10.0, test="t1"):
 
 
 def _record(golds, test="t1", labels=("neg", "pos"), majority="neg"):
-    return {test: {"record": "test_rows", "test_sha256": test, "kind": "classification",
+    return {test: {"test_sha256": test, "kind": "classification",
                    "labels": list(labels), "golds": [int(g) for g in golds],
                    "majority_label": majority, "n": len(golds), "ids": []}}
 

@@ -10,8 +10,8 @@ Every row carries the data it was run on (`train_sha256` of the whole training f
 `test_sha256` of the rows scored) and its per-row outcome on the test rows (`per_row`,
 engine/predictions.py), so that `tailor recommend` can tell methods apart with a paired bootstrap
 from this file alone; what the runs of one test set share (row ids, gold labels, the majority
-label) is written once, as a `{"record": "test_rows", ...}` line. Each run's predictions, with
-per-label scores, go to `OUT/predictions/<run>.jsonl`.
+label) is written once, in the first row written on that test set (its `test_rows` key). Each
+run's predictions, with per-label scores, go to `OUT/predictions/<run>.jsonl`.
 
 A run may also measure what the report needs beyond the score: `train_score` (the metric on the
 rows it was fitted on, not those it held out: the overfitting gap) beside `val_score` (on the rows
@@ -75,18 +75,13 @@ def run_key(run: Run, config: dict, model: Backend, train: Task, test: Task) -> 
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def read_results(out: str | Path) -> list[dict]:
-    """The run rows of OUT/results.jsonl (failed runs are not written; records are left out)."""
-    return [row for row in _read_lines(out) if "record" not in row]
-
-
 def read_test_rows(out: str | Path) -> dict[str, dict]:
-    """The `test_rows` records of OUT/results.jsonl by test_sha256."""
-    return {row["test_sha256"]: row for row in _read_lines(out)
-            if row.get("record") == "test_rows"}
+    """The `test_rows` records kept in OUT/results.jsonl, by test_sha256."""
+    return {row["test_rows"]["test_sha256"]: row["test_rows"] for row in read_results(out)
+            if row.get("test_rows")}
 
 
-def _read_lines(out: str | Path) -> list[dict]:
+def read_results(out: str | Path) -> list[dict]:
     path = Path(out) / RESULTS
     if not path.exists():
         return []
@@ -124,8 +119,7 @@ def run_comparison(backend: Backend, train: Task, test: Task, runs: list[Run], o
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     done = {row.get("run_key"): row for row in read_results(out)}
-    if test.fingerprint() not in read_test_rows(out):
-        append_result(out, test_rows(test, train))
+    record = None if test.fingerprint() in read_test_rows(out) else test_rows(test, train)
     data = {"train_sha256": train.fingerprint(), "val_sha256": val.fingerprint() if val else None,
             "test_sha256": test.fingerprint()}
     rows = []
@@ -164,6 +158,8 @@ def run_comparison(backend: Backend, train: Task, test: Task, runs: list[Run], o
             continue
         row.update(run_key=key, run_seconds=time.perf_counter() - started,
                    estimate_seconds=run.estimate, **data)
+        if record is not None:  # once per test set: the first row written on it holds it
+            row["test_rows"], record = record, None
         append_result(out, row)
         shutil.rmtree(out / "work" / run.slug, ignore_errors=True)  # checkpoints: run is done
         clock.record(run, time.perf_counter() - started)

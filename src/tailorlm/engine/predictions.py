@@ -13,7 +13,7 @@ every file. `scores` are the adjusted label scores the prediction is the arg-max
 
 `per_row(...)` is what a results row keeps so that `tailor recommend` can run the paired
 bootstrap without the model: predicted label indices (classification: enough for accuracy and
-macro_f1 given the golds, kept once per test set by `test_rows(...)`) or the metric's per-row
+macro_f1 given the golds, kept once per test set: `test_rows(...)`) or the metric's per-row
 values (generation).
 """
 
@@ -45,7 +45,7 @@ def per_row(task: Task, evaluation) -> dict:
 def test_rows(test: Task, train: Task | None = None) -> dict:
     """What every run on these test rows shares: ids, gold label indices and the label set, and
     the training data's most frequent label (the majority-class baseline)."""
-    out = {"record": "test_rows", "test_sha256": test.fingerprint(), "kind": test.kind,
+    out = {"test_sha256": test.fingerprint(), "kind": test.kind,
            "n": len(test), "ids": [example_id(e) for e in test.examples]}
     if test.kind == "classification":
         out["labels"] = list(test.labels)
