@@ -100,6 +100,7 @@ def sample_summary() -> dict:
                    "api_usd_per_1m_input_tokens": 0.15, "api_usd_per_1m_output_tokens": 0.60},
         "queries_per_day": QUERIES_PER_DAY,
         "zero_shot": {"method": "prompt_template", "score": 0.80},
+        "break_even_reference": "few_shot",
         "methods": methods,
         "curves": {name: [{"k": k, "n_train": 2 * k, "score": s} for k, s in points]
                    for name, points in curves.items()},

@@ -144,3 +144,4 @@ def test_flags_baselines_constraints_and_the_confusion_matrix_are_shown():
     confusion = re.search(r'<table data-table="confusion">.*?</table>', page, re.S).group(0)
     assert re.findall(r">(\d+)</td>", confusion) == ["309", "59", "50", "332"]
     assert "not the worst film this year" in page and "Per class: " in page
+    assert "cheaper than few_shot" in _svg(page, "breakeven")  # the declared reference

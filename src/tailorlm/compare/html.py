@@ -284,10 +284,11 @@ def _breakeven_plot(s: dict, colors: dict[str, str]) -> str:
              for m in s.get("methods") or [] if (c := m.get("cost") or {})
              and c.get("fit_usd") is not None and c.get("per_query_usd") is not None]
     n_max, per_day = _query_range(s), s.get("queries_per_day")
+    ref = s.get("break_even_reference") or "the reference"
     days = f" ({n_max / per_day:.3g} days at {per_day:,} queries a day)" if per_day else ""
     caption = (f"Total cost after N queries: the cost to fit plus N times the cost of a query, "
                f"over the first {n_max:,} queries{days}. Dots: where a method becomes cheaper "
-               f"than few_shot.")
+               f"than {ref}.")
     if not lines:
         return _figure("breakeven", "Break-even", _e(caption), [])
     x = Axis(0, n_max, LEFT, RIGHT)  # no padding: the lines run to the frame's edge
@@ -301,7 +302,7 @@ def _breakeven_plot(s: dict, colors: dict[str, str]) -> str:
                     f'<title>{_e(name)}: ${fit:.4g} + N x ${per_query:.3g}</title></line>')
         if even and even <= n_max:
             body.append(f'<circle cx="{x(even):.1f}" cy="{y(fit + even * per_query):.1f}" r="5" '
-                        f'fill="{c}" stroke="#fff"><title>{_e(name)}: cheaper than few_shot '
+                        f'fill="{c}" stroke="#fff"><title>{_e(name)}: cheaper than {_e(ref)} '
                         f'after {even:,} queries</title></circle>')
     return _figure("breakeven", "Break-even", _e(caption),
                    body + _legend([n for n, *_ in lines], colors))

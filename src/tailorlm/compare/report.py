@@ -145,7 +145,8 @@ def markdown(summary: dict) -> str:
                 _md_table(["method"] + [f"k={k}" for k in ks], rows)]
     out += ["", f"## Serving cost at {summary['queries_per_day']:,.0f} queries/day", "",
             _md_table(["method", "fit (one-off)", "per query", "per month (this machine)",
-                       "per month via an API", "cheaper than few-shot after"],
+                       "per month via an API",
+                       f"cheaper than {summary.get('break_even_reference') or '-'} after"],
                       [_cost_row(m) for m in summary["methods"]])]
     prices = summary["prices"]
     out += ["", "## Prices assumed", "", ", ".join(f"{k} {v:g}" for k, v in prices.items())

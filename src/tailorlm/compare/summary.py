@@ -12,7 +12,10 @@ risk, prompt sensitivity, the gain over zero-shot, and the cost projection:
                       also shown for every text prompt as api_per_query_usd: the same prompt
                       sent to a hosted model)
     cost after N queries          = fit_usd + N * per_query_usd
-    break-even vs few-shot (T-Few) = (fit_usd - fit_usd_fs) / (per_query_usd_fs - per_query_usd)
+    break-even vs a reference (T-Few: few-shot) = (fit_usd - fit_usd_ref) /
+                                                  (per_query_usd_ref - per_query_usd)
+                    the reference: the method present that declares the highest
+                    MethodSpec.break_even_reference (few_shot, else prompt_template)
 
 Overfitting risk: high when the gap is over 0.15 or the seed std over 0.05; medium over 0.05 or
 0.02; else low (points of the task's 0-1 metric). The gap is measured on the rows a method was
