@@ -221,6 +221,7 @@ def test_test_rows_that_repeat_training_rows_are_counted(plan_args, tmp_path):
     (line,) = [n for n in notes if "duplicate" in n]
     assert line.startswith("warning: 1 of 10 test rows duplicate training rows exactly (and 1 "
                            "more with the same input, another answer)")
+    assert f"Data: {line}" in (tmp_path / "run" / "report.md").read_text()
 
 
 def test_when_every_run_fails_the_message_names_them(plan_args, tmp_path, monkeypatch):

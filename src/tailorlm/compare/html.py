@@ -376,7 +376,11 @@ def _recommendation(rec: dict | None, colors: dict[str, str]) -> str:
 
 
 def _baselines(s: dict) -> str:
-    return "<h2>Baselines</h2>" + _bullets(baseline_lines(s)) if s.get("methods") else ""
+    if not s.get("methods"):
+        return ""
+    warnings = "".join(f'<p class="flag"><b>Data:</b> {_e(w)}</p>'
+                       for w in s.get("data_warnings") or [])
+    return "<h2>Baselines</h2>" + _bullets(baseline_lines(s)) + warnings
 
 
 def _fitted(s: dict, colors: dict[str, str]) -> str:

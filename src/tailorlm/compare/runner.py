@@ -228,10 +228,12 @@ def fit_scores(backend: Backend, adapter, shots: Task, val: Task | None, metric:
            "train_score": None, "val_score": None}
     if len(fitted):
         seen = validation_subset(fitted, seed)
-        out.update(train_score=quick_score(backend, adapter, seen, metric), n_train_scored=len(seen))
+        out.update(train_score=quick_score(backend, adapter, seen, metric),
+                   n_train_scored=len(seen))
     if len(held):
         judged = validation_subset(held, seed)
-        out.update(val_score=quick_score(backend, adapter, judged, metric), n_val_scored=len(judged))
+        out.update(val_score=quick_score(backend, adapter, judged, metric),
+                   n_val_scored=len(judged))
     out["train_score_seconds"] = time.perf_counter() - start
     return out
 

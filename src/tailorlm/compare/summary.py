@@ -98,6 +98,7 @@ def summarize(rows: list[dict], plan: dict, constraints=None, *, skipped=(),
                       "zero_shot": None if zero is None else {"method": zero["method"],
                                                               "score": zero["score_mean"]}},
         "rows_of_other_data": other_data,
+        "data_warnings": [w for w in [resolved.get("duplicates")] if w],
         "methods": methods, "curves": curves, "crossings": _crossings(curves),
         "pareto": _pareto(methods), "skipped": list(skipped),
     }

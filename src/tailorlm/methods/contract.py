@@ -115,7 +115,7 @@ def choose(name: str, value: Any, allowed: tuple) -> None:
 #   adapter.held_out        ids (example_id) of training rows it held out for validation: not
 #                           fitted on; none by default
 #   adapter.reworded(t)     the fitted adapter read through another wording (prompt sensitivity)
-#   adapter.demos           fixed demonstrations; adapter.reordered(order) puts them in another order
+#   adapter.demos           fixed demonstrations; adapter.reordered(order) reorders them
 #   adapter.bias            a label bias (contextual calibration), refitted for each new wording
 
 
