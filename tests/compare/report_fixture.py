@@ -123,6 +123,14 @@ def sample_summary() -> dict:
                                   "2.2x the latency: 183 prompt tokens per query"],
             "flags": ["lora is not separable from few_shot on 750 test rows (lora ahead by "
                       "0.020, 90% interval -0.004 to 0.043): run with more test rows or seeds"],
+            "best": "lora", "tie_level": 0.95,
+            "vs_best": {name: {"paired": True, "tied": name == "few_shot", "diff": diff,
+                               "low": diff - 0.024, "high": diff + 0.023,
+                               "p_a_wins": 0.91 if name == "few_shot" else 1.0, "std": 0.014,
+                               "n_rows": 750, "n_seeds": [3, 3], "n_resamples": 2000,
+                               "level": 0.95, "rows_to_separate": 1400}
+                        for name, diff in (("prompt_template", 0.05), ("few_shot", 0.02),
+                                           ("soft_prompt", 0.07), ("prefix", 0.09))},
             "excluded": {"full": "fit 5.2 min > --max-train-minutes 2"},
             "constraints_applied": [{"flag": "--max-train-minutes 2", "excludes": ["full"]}],
             "constraints": {"api_only": False, "sensitive_data": False, "max_train_minutes": 2,

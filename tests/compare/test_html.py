@@ -145,3 +145,4 @@ def test_flags_baselines_constraints_and_the_confusion_matrix_are_shown():
     assert re.findall(r">(\d+)</td>", confusion) == ["309", "59", "50", "332"]
     assert "not the worst film this year" in page and "Per class: " in page
     assert "cheaper than few_shot" in _svg(page, "breakeven")  # the declared reference
+    assert "Is the best really better?" in page and "0.020" in page and "91%" in page

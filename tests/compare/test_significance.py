@@ -79,7 +79,10 @@ def test_two_methods_a_point_apart_on_50_rows_tie():
     assert flag.endswith("run with more test rows or seeds")
     assert any("could not be told apart" in r or "not separable from it" in r
                for r in rec["reasons"])
-    assert "not separable from lora on 50 test rows" in markdown(s)
+    md = markdown(s)
+    assert "not separable from lora on 50 test rows" in md
+    assert "## Is the best really better?" in md
+    assert "| few_shot | 0.010 |" in md and "| 50 x 2/2 | tied |" in md
 
 
 def test_five_points_apart_on_1800_rows_do_not_tie():

@@ -25,7 +25,8 @@ import re
 from dataclasses import dataclass
 
 from tailorlm.compare.baselines import lines as baseline_lines
-from tailorlm.compare.report import FIT_COLUMNS, constraints_line, fit_rows, wall_time
+from tailorlm.compare.report import FIT_COLUMNS, constraints_line, fit_rows, separability_rows, \
+    wall_time
 
 PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#59a14f", "#b07aa1", "#76b7b2", "#edc948",
            "#9c755f", "#ff9da7", "#7f7f7f"]  # Tableau 10: distinct from each other on white
@@ -375,6 +376,17 @@ def _recommendation(rec: dict | None, colors: dict[str, str]) -> str:
     return '<section class="rec">' + "".join(out) + "</section>"
 
 
+def _separability(s: dict, colors: dict[str, str]) -> str:
+    columns, rows = separability_rows(s)
+    if not rows:
+        return ""
+    rec = s.get("recommendation") or {}
+    return (f"<h2>Is the best really better?</h2><p class=\"muted\">A paired bootstrap over "
+            f"the shared test rows (and seeds): a method ties {_e(rec.get('best'))} unless "
+            f"{_e(rec.get('best'))} wins in at least {rec.get('tie_level') or 0.95:.0%} of the "
+            f"resamples.</p>" + _table(columns, rows, colors))
+
+
 def _baselines(s: dict) -> str:
     if not s.get("methods"):
         return ""
@@ -449,6 +461,6 @@ def render_html(summary: dict) -> str:
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f'<title>tailorlm: {_e(s.get("task"))}</title><style>{CSS}</style></head><body>'
             f'{_header(s)}{_recommendation(s.get("recommendation"), colors)}'
-            f'{_methods_table(s, colors)}{_baselines(s)}{_fitted(s, colors)}'
+            f'{_methods_table(s, colors)}{_separability(s, colors)}{_baselines(s)}{_fitted(s, colors)}'
             f'{_classes(s, colors)}{tables}<h2>Plots</h2><div class="plots">{"".join(plots)}'
             f"</div>{skipped_html}</body></html>\n")

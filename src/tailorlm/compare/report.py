@@ -117,6 +117,14 @@ def markdown(summary: dict) -> str:
            "## Recommendation", ""]
     out += recommendation_lines(summary)
     out += ["", "## Results", "", _md_table(SUMMARY_COLUMNS, summary_rows(summary))]
+    columns, rows = separability_rows(summary)
+    if rows:
+        rec = summary["recommendation"]
+        out += ["", "## Is the best really better?", "",
+                f"A paired bootstrap over the shared test rows (and seeds): a method ties "
+                f"{rec['best']} unless {rec['best']} wins in at least "
+                f"{rec.get('tie_level', 0.95):.0%} of the resamples (eval.tie_level).", "",
+                _md_table(columns, rows)]
     out += ["", "## Baselines", ""] + [f"- {line}" for line in baseline_lines(summary)]
     out += ["", "## Fitted, held out and tested", "",
             "The train score is measured on the rows each method was fitted on (not the rows it "
@@ -156,6 +164,25 @@ def markdown(summary: dict) -> str:
         out += ["", "## Skipped", ""] + [f"- {s['run']}: {s['reason']}"
                                          for s in summary["skipped"]]
     return "\n".join(out) + "\n"
+
+
+def separability_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """Each method against the best: the difference, its interval, how often the best won."""
+    rec = summary.get("recommendation") or {}
+    level = rec.get("tie_level") or 0.95
+    columns = [f"behind {rec.get('best')}", f"{2 * level - 1:.0%} interval",
+               "best wins in", "rows x seeds", "verdict"]
+    rows = []
+    for name, c in (rec.get("vs_best") or {}).items():
+        if c.get("paired"):
+            rows.append([name, f"{c['diff']:.3f}", f"{c['low']:.3f} to {c['high']:.3f}",
+                         f"{c['p_a_wins']:.0%}",
+                         f"{c['n_rows']:,} x {c['n_seeds'][0]}/{c['n_seeds'][1]}",
+                         "tied" if c["tied"] else "separable"])
+        else:
+            rows.append([name, f"{c['diff']:.3f}", "-", "-", "-",
+                         ("tied" if c["tied"] else "separable") + " (by the best's interval)"])
+    return ["method"] + columns, rows
 
 
 FIT_COLUMNS = ["method", "rows fitted", "held out", "train score", "validation score",

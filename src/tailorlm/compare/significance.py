@@ -56,7 +56,10 @@ class Significance:
         by_method: dict[str, list[tuple[int, list]]] = {}
         golds = np.array(record["golds"]) if record and "golds" in record else None
         macro = get_metric(metric).per_example is None
+        test = (record or {}).get("test_sha256")
         for r in rows:
+            if test and r.get("test_sha256") not in (None, test):
+                continue  # scored on other rows: nothing to pair with
             per_row = r.get("per_row") or {}
             if "values" in per_row:
                 values = np.asarray(per_row["values"], dtype=float)
