@@ -22,7 +22,7 @@ import yaml
 
 from tailorlm.compare.budget import epochs_for, method_costs, n_shots, probe, run_seconds, \
     size_plan
-from tailorlm.compare.plan import Plan, check_data, method_config
+from tailorlm.compare.plan import TREE, Plan, check_data, method_config
 from tailorlm.compare.runner import ERRORS, Run, evaluation_subset, run_comparison
 from tailorlm.data.task import Task
 from tailorlm.errors import TailorError
@@ -98,9 +98,11 @@ def _recorded_sizing(plan: Plan, out: Path) -> dict | None:
     recorded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     was = _flat(recorded)
     now = _flat(yaml.safe_load(yaml.safe_dump(plan.to_dict(), sort_keys=False)))
+    defaults = _flat(TREE)  # a key added since OUT was run, at its default, changes nothing
     differs = [key for key in sorted(set(was) | set(now))
                if key.split(".")[0] not in ("resolved", "budget_minutes")
-               and was.get(key) != now.get(key)]
+               and was.get(key) != now.get(key)
+               and not (key not in was and now.get(key) == defaults.get(key))]
     if differs:
         raise TailorError(f"{out} holds a comparison of another plan ({', '.join(differs[:5])} "
                           "differ): give a new --out, or the same plan to continue it (only "
