@@ -161,11 +161,10 @@ from tailorlm.engine.metrics import _macro_f1_resampled, paired_bootstrap  # noq
 
 def _slow_paired(a, b, gold_ids, n_resamples, seed, level):
     """The paired bootstrap one resample at a time, with the same draws as the fast one."""
-    rng = np.random.default_rng(seed)
-    seeds_a = rng.integers(0, len(a), size=(n_resamples, len(a)))
-    seeds_b = rng.integers(0, len(b), size=(n_resamples, len(b)))
     n = a.shape[1]
-    rows = rng.integers(0, n, size=(n_resamples, n))  # chunks draw the same indices
+    rows = np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))  # as chunks do
+    seeds_a = np.random.default_rng([seed, 1]).integers(0, len(a), size=(n_resamples, len(a)))
+    seeds_b = np.random.default_rng([seed, 2]).integers(0, len(b), size=(n_resamples, len(b)))
 
     def score(outcome, seeds, idx):
         per_seed = []

@@ -21,7 +21,8 @@ from statistics import NormalDist
 
 import numpy as np
 
-from tailorlm.engine.metrics import PairedResult, get_metric, paired_bootstrap
+from tailorlm.engine.metrics import PairedResult, get_metric, observed_score, \
+    paired_from_resampled, resampled_scores, row_resamples
 
 DEFAULT_LEVEL = 0.95
 N_RESAMPLES = 2000
@@ -34,20 +35,32 @@ class Significance:
                  level: float = DEFAULT_LEVEL, n_resamples: int = N_RESAMPLES):
         self.outcomes, self.gold_ids = outcomes, gold_ids
         self.level, self.n_resamples = level, n_resamples
-        self._cache: dict[tuple[str, str], PairedResult] = {}
+        self._resampled: dict[str, tuple[np.ndarray, float]] = {}
+        self._rows: dict[int, list[np.ndarray]] = {}  # the row resamples of N rows, drawn once
 
     def knows(self, method: str) -> bool:
         return method in self.outcomes
+
+    def _scores(self, method: str) -> tuple[np.ndarray, float]:
+        """(its (S, R) resampled scores, its observed score): once per method, since every
+        method is resampled on the same rows."""
+        if method not in self._resampled:
+            outcome = self.outcomes[method]
+            n = outcome.shape[1]
+            if n not in self._rows:
+                self._rows[n] = row_resamples(n, self.n_resamples)
+            self._resampled[method] = (
+                resampled_scores(outcome, gold_ids=self.gold_ids, resamples=self._rows[n]),
+                observed_score(outcome, gold_ids=self.gold_ids))
+        return self._resampled[method]
 
     def compare(self, a: str, b: str) -> PairedResult | None:
         """score(a) - score(b) under the paired bootstrap; None where either lacks outcomes."""
         if not (self.knows(a) and self.knows(b)):
             return None
-        if (a, b) not in self._cache:
-            self._cache[(a, b)] = paired_bootstrap(
-                self.outcomes[a], self.outcomes[b], gold_ids=self.gold_ids,
-                n_resamples=self.n_resamples, level=self.level)
-        return self._cache[(a, b)]
+        (fa, oa), (fb, ob) = self._scores(a), self._scores(b)
+        return paired_from_resampled(fa, fb, oa, ob, n_rows=self.outcomes[a].shape[1],
+                                     level=self.level)
 
     @classmethod
     def from_rows(cls, rows: list[dict], record: dict | None, metric: str,
