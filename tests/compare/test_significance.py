@@ -109,6 +109,7 @@ def test_a_one_seed_best_is_flagged():
     rec = s["recommendation"]
     assert rec["method"] == "lora"
     assert any("measured on one seed" in f and "run with more seeds" in f for f in rec["flags"])
+    assert rec["reasons"][-len(rec["flags"]):] == rec["flags"]  # the reasons end with them
     assert "measured on one seed" in markdown(s)
 
 

@@ -364,7 +364,7 @@ def _recommendation(rec: dict | None, colors: dict[str, str]) -> str:
            "<h2>Recommendation: none</h2><p>No method met the constraints.</p>",
            "".join(f'<p class="flag"><b>Caution:</b> {_e(f)}</p>'
                    for f in rec.get("flags") or []),
-           _bullets(rec.get("reasons"))]
+           _bullets([r for r in rec.get("reasons") or [] if r not in (rec.get("flags") or [])])]
     if rec.get("runner_up"):
         out += [f"<h3>Runner-up: {_swatch(rec['runner_up'], colors)}{_e(rec['runner_up'])}</h3>",
                 _bullets(rec.get("runner_up_reasons"))]

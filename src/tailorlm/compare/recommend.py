@@ -20,7 +20,7 @@ The rules, in order (each is a line of code below, and tested on hand-made resul
   4. The runner-up is the next in that order (the tied first, then the others by score).
   5. Flags, in words: a winner measured on one seed; a winner the data cannot separate from the
      other of the top two ("run with more test rows or seeds"); a winner below the
-     majority-class baseline.
+     majority-class baseline. They end the reasons too; reports show them as cautions.
 """
 
 from __future__ import annotations
@@ -145,9 +145,9 @@ def recommend(methods: list[dict], constraints: Constraints, significance=None,
     best = max(allowed, key=lambda m: m["score_mean"])
     vs_best = compare_with_best(allowed, best, significance, level)
     order = ranking(allowed, vs_best)
-    out.update(method=order[0]["method"], best=best["method"], vs_best=vs_best,
-               reasons=reasons(order[0], best, order, constraints, vs_best),
-               flags=flags(order[0], best, allowed, vs_best))
+    cautions = flags(order[0], best, allowed, vs_best)
+    out.update(method=order[0]["method"], best=best["method"], vs_best=vs_best, flags=cautions,
+               reasons=reasons(order[0], best, order, constraints, vs_best) + cautions)
     if len(order) > 1:
         out["runner_up"] = order[1]["method"]
         out["runner_up_reasons"] = reasons(order[1], best, order, constraints, vs_best)

@@ -75,8 +75,10 @@ def recommendation_lines(summary: dict) -> list[str]:
     lines = [constraints_line(rec)]
     if rec["method"] is None:
         return lines + ["No recommendation: " + "; ".join(rec["reasons"])]
-    lines += [f"Recommended: {rec['method']}"] + [f"  - {r}" for r in rec["reasons"]]
-    lines += [f"Caution: {f}" for f in rec.get("flags") or []]
+    cautions = rec.get("flags") or []
+    lines += [f"Recommended: {rec['method']}"] + [f"  - {r}" for r in rec["reasons"]
+                                                   if r not in cautions]
+    lines += [f"Caution: {f}" for f in cautions]
     if rec["runner_up"]:
         lines += [f"Runner-up: {rec['runner_up']}"] + [f"  - {r}"
                                                         for r in rec["runner_up_reasons"][:2]]
