@@ -22,8 +22,8 @@ import yaml
 
 from tailorlm.compare.budget import epochs_for, method_costs, n_shots, probe, run_seconds, \
     size_plan
-from tailorlm.compare.plan import TREE, Plan, check_data, method_config
-from tailorlm.compare.runner import ERRORS, Run, evaluation_subset, run_comparison
+from tailorlm.compare.plan import Plan, check_data, method_config
+from tailorlm.compare.runner import Run, evaluation_subset, run_comparison
 from tailorlm.data.task import Task
 from tailorlm.errors import TailorError
 
@@ -98,11 +98,9 @@ def _recorded_sizing(plan: Plan, out: Path) -> dict | None:
     recorded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     was = _flat(recorded)
     now = _flat(yaml.safe_load(yaml.safe_dump(plan.to_dict(), sort_keys=False)))
-    defaults = _flat(TREE)  # a key added since OUT was run, at its default, changes nothing
     differs = [key for key in sorted(set(was) | set(now))
                if key.split(".")[0] not in ("resolved", "budget_minutes")
-               and was.get(key) != now.get(key)
-               and not (key not in was and now.get(key) == defaults.get(key))]
+               and was.get(key) != now.get(key)]
     if differs:
         raise TailorError(f"{out} holds a comparison of another plan ({', '.join(differs[:5])} "
                           "differ): give a new --out, or the same plan to continue it (only "
@@ -162,15 +160,6 @@ def duplicates(train: Task, test: Task) -> str | None:
             "scores on them measure memory, not generalisation; remove them from the test file")
 
 
-def failures(rows: list[dict], out: Path) -> str:
-    """The line that says every run failed, naming each failure."""
-    failed = [f"{r['run']}: {r['reason'].removeprefix('failed: ')}" for r in rows
-              if r.get("reason", "").startswith("failed")]
-    shown = "; ".join(failed[:4]) + (f"; and {len(failed) - 4} more" if len(failed) > 4 else "")
-    return (f"every run of the comparison failed ({shown or 'no run finished'}): tracebacks in "
-            f"{out / ERRORS}")
-
-
 def _trains(info: dict) -> bool:
     return any(info["sides"])
 
@@ -217,8 +206,19 @@ def run_plan(plan: Plan, out: str | Path, *, on_event=None, on_note=print) -> di
                           budget_seconds=plan.tree["budget_minutes"] * 60 - (
                               time.perf_counter() - started))
     skipped = [r for r in rows if "skipped" in r]
-    if not any("score" in r for r in rows) and any(
-            r.get("reason", "").startswith("failed") for r in rows):
-        raise TailorError(failures(rows, out))
+    if rows and len(skipped) == len(rows):
+        raise TailorError(every_run_failed(skipped, out))
     wall = time.perf_counter() - started
     return write_reports(out, skipped=skipped, wall_seconds=wall)
+
+
+def every_run_failed(rows: list[dict], out: Path) -> str:
+    """One line naming why each run of a comparison that kept no result failed, by reason."""
+    by_reason: dict[str, list[str]] = {}
+    for row in rows:
+        reason = " ".join(row["reason"].split())  # an exception's message may span lines
+        by_reason.setdefault(reason[:160], []).append(row["run"])
+    failures = "; ".join(f"{', '.join(runs[:3])}{f' +{len(runs) - 3}' if len(runs) > 3 else ''}"
+                         f": {reason}" for reason, runs in by_reason.items())
+    return (f"every run of the comparison failed, no result kept ({failures}); tracebacks in "
+            f"{out / 'errors.log'}")

@@ -46,8 +46,7 @@ TREE = {  # every key a plan may hold, and its default
     "task": None, "data": {k: None for k in DATA_KEYS}, "model": "smollm2-135m",
     "dtype": "float32", "seeds": 3, "budget_minutes": 30,
     "train": {"k": AUTO, "curve": AUTO, "epochs": AUTO, "batch_size": None},
-    "eval": {"max_test": AUTO, "sensitivity": AUTO, "train_score": True, "metric": None,
-             "tie_level": 0.95},  # the best must win >= this share of paired resamples
+    "eval": {"max_test": AUTO, "sensitivity": AUTO, "train_score": True, "metric": None},
     "costs": dict(COSTS), "methods": list(DEFAULT_METHODS),
 }
 
@@ -141,10 +140,6 @@ def check(plan: Plan) -> None:
         value = t["eval"][key]
         if value not in (AUTO, None) and not (isinstance(value, int) and value >= 0):
             raise TailorError(f"{src}: eval.{key} is auto, null (all) or a count, not {value!r}")
-    level = t["eval"]["tie_level"]
-    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0.5 <= level < 1:
-        raise TailorError(f"{src}: eval.tie_level is the share of resamples the best must win "
-                          f"to stand apart, from 0.5 to below 1 (e.g. 0.95), not {level!r}")
     for key, value in t["costs"].items():
         _positive(value, f"costs.{key}", src, number=True, zero=True)
     for entry in plan.methods:
