@@ -195,3 +195,28 @@ def test_macro_f1_majority_and_ties_use_predictions_and_golds():
     assert s["baselines"]["majority"]["score"] == pytest.approx((2 * 100 / 400) / 3)
     cmp = s["recommendation"]["vs_best"]
     assert list(cmp) == ["b"] and cmp["b"]["tied"] and cmp["b"]["paired"]
+
+
+def test_methods_with_the_same_answers_are_said_to_score_the_same():
+    rng = np.random.default_rng(8)
+    golds = np.array([0, 1] * 30)
+    same = _predictions(golds, 45, rng)
+    rows = _rows("few_shot", "prompt", [same, same], fit=0.0)
+    rows += _rows("lora", "fine tuning", [same, same], fit=100.0)
+    rec = _summary(rows, golds)["recommendation"]
+    assert rec["method"] == "few_shot"  # tied, and cheaper
+    assert "few_shot and lora score the same on every resample of the 60 test rows" in \
+        " ".join(rec["flags"])
+
+
+def test_a_balanced_training_file_takes_the_test_rows_majority():
+    from tailorlm.data.task import Example, Task
+    from tailorlm.engine.predictions import test_rows
+
+    train = Task("t", "classification", [Example(f"x{i}", lab, lab) for i, lab in
+                                         enumerate(["a", "b"] * 4)])
+    test = train.with_examples([Example(f"y{i}", lab, lab) for i, lab in
+                                enumerate(["b", "b", "a"])])
+    assert test_rows(test, train)["majority_label"] == "b"
+    skewed = train.with_examples(train.examples + [Example("z", "a", "a")])
+    assert test_rows(test, skewed)["majority_label"] == "a"  # the training data decides

@@ -1,7 +1,8 @@
 """The baselines a score is read against: the majority class and zero-shot.
 
     majority-class score = the metric of always answering the training data's most frequent
-                           label, on the same test rows (classification only)
+                           label (a tie: the one more frequent in the test rows), on the same
+                           test rows (classification only)
     zero-shot score      = the method that declares itself the zero-shot reference
                            (MethodSpec.zero_shot_reference: prompt_template)
 

@@ -122,6 +122,10 @@ def describe(best: str, other: str, c: dict) -> str:
 def not_separable(winner: str, other: str, best: str, c: dict) -> str:
     """The warning a user reads when the data cannot tell the winner from another method; `c`
     compares the best with the other of the two."""
+    if c["diff"] == c["low"] == c["high"] == 0:
+        return (f"{winner} and {other} score the same on every resample of the "
+                f"{c['n_rows']:,} test rows: nothing here separates them; run with more test "
+                "rows or seeds")
     need = c.get("rows_to_separate")
     more = (f"; a difference this size needs about {need:,} rows" if need and need > c["n_rows"]
             else "")
