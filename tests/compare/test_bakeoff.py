@@ -13,6 +13,9 @@ POS = ["a great film", "I loved it", "wonderful and fun", "the best movie", "so 
        "a joy to watch", "truly moving", "brilliant acting"]
 NEG = ["a bad film", "I hated it", "boring and dull", "the worst movie", "so bad",
        "a chore to watch", "truly awful", "wooden acting"]
+# test rows no training row repeats: a leak from test into training could not hide here
+TEST_POS = ["what a delight", "great fun", "I adored it", "superb film"]
+TEST_NEG = ["a dull mess", "I disliked it", "poor film", "dreadful plot"]
 
 
 @pytest.fixture
@@ -20,7 +23,9 @@ def plan_args(tmp_path, tiny_model_dir):
     rows = [{"text": t, "label": "positive"} for t in POS] + \
         [{"text": t, "label": "negative"} for t in NEG]
     train = write_jsonl(tmp_path / "train.jsonl", rows)
-    test = write_jsonl(tmp_path / "test.jsonl", rows[::2])
+    test = write_jsonl(tmp_path / "test.jsonl", [{"text": t, "label": "positive"}
+                                                 for t in TEST_POS] +
+                       [{"text": t, "label": "negative"} for t in TEST_NEG])
     return [f"data.train={train}", f"data.test={test}", f"model={tiny_model_dir}",
             "train.epochs=1", "train.batch_size=4", "eval.sensitivity=4",
             "methods.few_shot.n_candidates=1", "methods.few_shot.n_demos=2"]
@@ -52,6 +57,22 @@ def test_default_plan_end_to_end(plan_args, tmp_path):
     for name in ("report.md", "report.json", "report.html", "plan.yaml"):
         assert (out / name).stat().st_size > 0
     assert json.loads((out / "report.json").read_text())["k"] == 4
+    # per-row outcomes and predictions files: what `tailor recommend` and the report read
+    for r in rows:
+        assert len(r["per_row"]["pred"]) == 8 and (out / r["predictions"]).exists()
+        lines = [json.loads(x) for x in (out / r["predictions"]).read_text().splitlines()]
+        assert [line["predicted"] == line["gold"] for line in lines] == [
+            line["correct"] for line in lines]
+        assert set(lines[0]["scores"]) == {"negative", "positive"}
+    assert summary["baselines"]["majority"]["score"] == pytest.approx(0.5)
+    assert summary["baselines"]["zero_shot"]["method"] == "prompt_template"
+    classes = summary["classes"]
+    assert classes["method"] == summary["recommendation"]["method"]
+    assert sum(map(sum, classes["confusion"])) == 8
+    assert all(len(w["input"]) > 0 for w in classes["wrong"])
+    md = (out / "report.md").read_text()
+    assert "majority class (always" in md and "zero-shot (prompt_template)" in md
+    assert "Constraints: none" in md and "## Per class" in md
 
 
 def test_an_interrupted_comparison_resumes_where_it_stopped(plan_args, tmp_path):
@@ -101,7 +122,10 @@ def test_a_generation_plan(tmp_path, tiny_model_dir):
     rows = [{"input": f"name[{n}], food[{f}]", "target": f"{n} serves {f} food."}
             for n in ("Alpha", "Bravo", "Cobalt", "Delta") for f in ("Thai", "French")]
     train = write_jsonl(tmp_path / "train.jsonl", rows)
-    test = write_jsonl(tmp_path / "test.jsonl", rows[:4])
+    test = write_jsonl(tmp_path / "test.jsonl", [
+        {"input": f"name[{n}], food[{f}]", "target": f"{n} serves {f} food."}
+        for n, f in (("Echo", "Thai"), ("Foxtrot", "French"), ("Golf", "Thai"),
+                     ("Hotel", "French"))])
     plan = default_plan([f"data.train={train}", f"data.test={test}", f"model={tiny_model_dir}",
                          "seeds=1", "train.k=6", "train.curve=[]", "train.epochs=1",
                          "eval.sensitivity=2", "methods=[prompt_template, soft_prompt, lora]",
@@ -160,3 +184,76 @@ def test_more_budget_continues_the_comparison_on_its_recorded_sizes(plan_args, t
         run_plan(default_plan(args[:-3] + ["seeds=3", "train.k=4", "train.curve=[2, 4]",
                                            "methods=[prompt_template, few_shot]"]), out,
                  on_note=lambda line: None)
+
+
+def _without_few_shot(plan_args) -> list[str]:
+    """plan_args less few_shot's options: an option for a method the plan lacks is an error."""
+    return [a for a in plan_args if not a.startswith("methods.few_shot.")]
+
+
+def _data(plan_args) -> dict:
+    return {a.split("=", 1)[0]: a.split("=", 1)[1] for a in plan_args if a.startswith("data.")}
+
+
+def test_a_rerun_on_changed_data_is_refused(plan_args, tmp_path):
+    from pathlib import Path
+
+    from tailorlm.errors import TailorError
+
+    args = _without_few_shot(plan_args) + ["seeds=1", "train.k=2", "train.curve=[]",
+                                          "methods=[prompt_template]"]
+    out = tmp_path / "run"
+    run_plan(default_plan(args), out, on_note=lambda line: None)
+    data = yaml_load(out / "plan.yaml")["resolved"]["data"]
+    assert set(data) == {"train_sha256", "val_sha256", "test_sha256"}
+    assert read_results(out)[0]["test_sha256"] == data["test_sha256"]
+    train = Path(_data(plan_args)["data.train"])
+    train.write_text(train.read_text().replace("a great film", "a fine film"))
+    with pytest.raises(TailorError, match=r"holds results of other data \(the train data "
+                       r"changed since\): give a new --out"):
+        run_plan(default_plan(args), out, on_note=lambda line: None)
+
+
+def test_test_rows_that_repeat_training_rows_are_counted(plan_args, tmp_path):
+    from pathlib import Path
+
+    test = Path(_data(plan_args)["data.test"])
+    test.write_text(test.read_text() + json.dumps({"text": POS[0], "label": "positive"}) + "\n"
+                    + json.dumps({"text": NEG[0], "label": "positive"}) + "\n")
+    notes = []
+    run_plan(default_plan(_without_few_shot(plan_args) + [
+        "seeds=1", "train.k=2", "train.curve=[]", "methods=[prompt_template]"]), tmp_path / "run",
+             on_note=notes.append)
+    (line,) = [n for n in notes if "duplicate" in n]
+    assert line.startswith("warning: 1 of 10 test rows duplicate training rows exactly (and 1 "
+                           "more with the same input, another answer)")
+    assert f"Data: {line}" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_when_every_run_fails_the_message_names_them(plan_args, tmp_path, monkeypatch):
+    import tailorlm.compare.runner as runner
+    from tailorlm.errors import TailorError
+
+    def broken(*a, **k):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(runner, "_run_one", broken)
+    out = tmp_path / "run"
+    with pytest.raises(TailorError) as e:
+        run_plan(default_plan(plan_args + ["seeds=1", "train.k=2", "train.curve=[]",
+                                           "methods=[prompt_template, few_shot]"]), out,
+                 on_note=lambda line: None)
+    message = str(e.value)
+    assert "\n" not in message and message.startswith("every run of the comparison failed")
+    assert "failed: RuntimeError: out of memory" in message
+    assert "prompt_template-k2-s0" in message and "few_shot-k2-s0" in message
+    assert "RuntimeError: out of memory" in message and message.endswith("errors.log")
+    from tailorlm.compare.summary import write_reports
+    with pytest.raises(TailorError, match="every run in .* failed; the tracebacks are in"):
+        write_reports(out)
+
+
+def yaml_load(path):
+    import yaml
+
+    return yaml.safe_load(path.read_text())

@@ -131,3 +131,18 @@ def test_screenshot_shows_every_method_drawn(tmp_path):
         # The table swatches hold at most ~400 pixels of a color; the rest are its points,
         # lines and legend entries in the plots.
         assert n > 700, f"{m['method']} ({color}): only {n} pixels in the screenshot"
+
+
+def test_flags_baselines_constraints_and_the_confusion_matrix_are_shown():
+    s = sample_summary()
+    page = render_html(s)
+    assert '<p class="flag"><b>Caution:</b> lora is not separable from few_shot on 750 test ' \
+        'rows' in page
+    assert "majority class (always &#x27;positive&#x27;): accuracy 0.509" in page
+    assert "zero-shot (prompt_template): accuracy 0.800" in page
+    assert "Constraints: --max-train-minutes 2 (rules out full); 10,000 queries/day" in page
+    confusion = re.search(r'<table data-table="confusion">.*?</table>', page, re.S).group(0)
+    assert re.findall(r">(\d+)</td>", confusion) == ["309", "59", "50", "332"]
+    assert "not the worst film this year" in page and "Per class: " in page
+    assert "cheaper than few_shot" in _svg(page, "breakeven")  # the declared reference
+    assert "Is the best really better?" in page and "0.020" in page and "91%" in page

@@ -54,6 +54,7 @@ def test_a_torn_last_line_is_ignored_and_closed(backend, tmp_path):
     run_comparison(backend, task, task, RUNS[1:], tmp_path)
     lines = (tmp_path / RESULTS).read_text().splitlines()
     assert len(lines) == 3 and json.loads(lines[2])["method"] == "few_shot"
+    assert "test_rows" in json.loads(lines[0]) and "test_rows" not in json.loads(lines[2])
     assert len(read_results(tmp_path)) == 2
 
 

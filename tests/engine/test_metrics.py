@@ -152,3 +152,83 @@ def test_bootstrap_generation_metric():
 def test_bootstrap_rejects_bad_confidence():
     with pytest.raises(TailorError, match="confidence"):
         bootstrap_ci("accuracy", PREDS, GOLDS, confidence=95)
+
+
+# --- paired bootstrap -----------------------------------------------------------------------
+
+from tailorlm.engine.metrics import _macro_f1_resampled, paired_bootstrap  # noqa: E402
+
+
+def _slow_paired(a, b, gold_ids, n_resamples, seed, level):
+    """The paired bootstrap one resample at a time, with the same draws as the fast one."""
+    n = a.shape[1]
+    rows = np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))  # as chunks do
+    seeds_a = np.random.default_rng([seed, 1]).integers(0, len(a), size=(n_resamples, len(a)))
+    seeds_b = np.random.default_rng([seed, 2]).integers(0, len(b), size=(n_resamples, len(b)))
+
+    def score(outcome, seeds, idx):
+        per_seed = []
+        for s in seeds:
+            if gold_ids is None:
+                per_seed.append(np.mean([outcome[s][i] for i in idx]))
+            else:
+                per_seed.append(macro_f1([str(outcome[s][i]) for i in idx],
+                                         [str(gold_ids[i]) for i in idx]))
+        return np.mean(per_seed)
+
+    d = np.array([score(a, seeds_a[r], rows[r]) - score(b, seeds_b[r], rows[r])
+                  for r in range(n_resamples)])
+    return d
+
+
+@pytest.mark.parametrize("macro", [False, True])
+def test_paired_bootstrap_matches_a_slow_reference_loop(macro):
+    rng = np.random.default_rng(3)
+    n = 40
+    gold = rng.integers(0, 3, n)
+    if macro:
+        a = np.where(rng.random((3, n)) < 0.7, gold, rng.integers(0, 3, (3, n)))
+        b = np.where(rng.random((2, n)) < 0.6, gold, rng.integers(0, 3, (2, n)))
+        gold_ids = gold
+    else:
+        a, b, gold_ids = rng.random((3, n)), rng.random((2, n)), None
+    fast = paired_bootstrap(a, b, gold_ids=gold_ids, n_resamples=300, seed=7, level=0.95)
+    d = _slow_paired(a, b, gold_ids, 300, 7, 0.95)
+    assert fast.p_a_wins == pytest.approx(float((d > 0).mean()), abs=1e-12)
+    assert fast.low == pytest.approx(float(np.quantile(d, 0.05)), abs=1e-9)
+    assert fast.high == pytest.approx(float(np.quantile(d, 0.95)), abs=1e-9)
+    assert fast.std == pytest.approx(float(d.std()), abs=1e-9)
+    if macro:
+        observed = np.mean([macro_f1(list(map(str, p)), list(map(str, gold))) for p in a]) - \
+            np.mean([macro_f1(list(map(str, p)), list(map(str, gold))) for p in b])
+    else:
+        observed = a.mean() - b.mean()
+    assert fast.diff == pytest.approx(observed, abs=1e-12)
+    assert fast.n_seeds == (3, 2) and fast.n_rows == n
+
+
+def test_paired_bootstrap_identical_methods_never_win():
+    a = (np.arange(50) % 3 == 0).astype(float)[None, :]
+    result = paired_bootstrap(a, a.copy())
+    assert result.p_a_wins == 0.0 and result.diff == 0.0 and result.low == result.high == 0.0
+
+
+def test_paired_bootstrap_is_fast_on_a_large_test_set():
+    rng = np.random.default_rng(0)
+    gold = rng.integers(0, 77, 3000)
+    a = np.where(rng.random((3, 3000)) < 0.8, gold, rng.integers(0, 77, (3, 3000)))
+    b = np.where(rng.random((3, 3000)) < 0.78, gold, rng.integers(0, 77, (3, 3000)))
+    start = time.perf_counter()
+    paired_bootstrap((a == gold).astype(float), (b == gold).astype(float))
+    paired_bootstrap(a, b, gold_ids=gold)
+    assert time.perf_counter() - start < 10.0
+
+
+def test_macro_f1_resampled_agrees_with_sklearn_per_resample():
+    rng = np.random.default_rng(1)
+    gold, pred = rng.integers(0, 4, 30), rng.integers(0, 4, 30)
+    idx = rng.integers(0, 30, (5, 30))
+    fast = _macro_f1_resampled(pred, gold, idx, 4)
+    for r in range(5):
+        assert fast[r] == pytest.approx(macro_f1(list(map(str, pred[idx[r]])),
+                                                 list(map(str, gold[idx[r]]))), abs=1e-12)

@@ -20,6 +20,8 @@ def add_parser(commands) -> None:
     p.add_argument("--metric", help="accuracy, macro_f1, exact_match, rouge_l or chrf")
     p.add_argument("--seed", type=int, default=0, help="for the bootstrap confidence interval")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--predictions", metavar="FILE", help="also write one JSON line per test "
+                   "row: id, input, gold, predicted (and per-label scores)")
     p.set_defaults(run=run)
 
 
@@ -39,6 +41,10 @@ def run(args) -> int:
     adapter, backend, _ = load_tuned(args.adapter, model=args.model)
     result = evaluate(backend, adapter, test, metric=args.metric, seed=args.seed)
     report = eval_report(adapter, backend, result, args.adapter)
+    if args.predictions:
+        from tailorlm.engine.predictions import write_predictions
+
+        report["predictions"] = str(write_predictions(args.predictions, test, result))
     if args.json:
         print(json.dumps(report))
         return 0

@@ -6,8 +6,11 @@
                   every method at the other curve points      skipped if the budget runs out
          ─► OUT/results.jsonl (appended) ─► summary ─► report.md, report.json, report.html
 
-`OUT/plan.yaml` records the plan as resolved (auto values filled in), so `tailor recommend OUT`
-rebuilds the reports from the stored results without loading a model.
+`OUT/plan.yaml` records the plan as resolved (auto values filled in) and the hashes of the data
+it ran on (`resolved.data`: train, val, and the test rows scored), so `tailor recommend OUT`
+rebuilds the reports from the stored results without loading a model, from rows of that data
+only. A rerun on an OUT whose data files changed is refused: its results would average two
+datasets. Test rows that repeat training rows exactly are counted and warned about.
 """
 
 from __future__ import annotations
@@ -122,6 +125,44 @@ def _flat(tree, prefix: str = "") -> dict:
     return {key.rstrip("."): value for key, value in flat.items()}
 
 
+def data_hashes(train: Task, val: Task | None, test: Task) -> dict:
+    """What every results row of this data carries (runner.py), and plan.yaml records."""
+    return {"train_sha256": train.fingerprint(), "val_sha256": val.fingerprint() if val else None,
+            "test_sha256": test.fingerprint()}
+
+
+def check_same_data(out: Path, train: Task, val: Task | None, test: Task) -> None:
+    """Refuse to continue a comparison in OUT on data other than the one it ran on (checked
+    before the model loads: the test rows are those the recorded sizes pick)."""
+    from tailorlm.compare.runner import read_results
+
+    path = out / PLAN_FILE
+    if not path.exists() or not read_results(out):
+        return
+    resolved = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("resolved") or {}
+    recorded = resolved.get("data")
+    if not recorded or "max_test" not in resolved:
+        return
+    data = data_hashes(train, val, evaluation_subset(test, resolved["max_test"], seed=0))
+    changed = [key.removesuffix("_sha256") for key in data if recorded.get(key) != data[key]]
+    if changed:
+        raise TailorError(f"{out} holds results of other data (the {', '.join(changed)} data "
+                          "changed since): give a new --out, or restore the files it ran on")
+
+
+def duplicates(train: Task, test: Task) -> str | None:
+    """One warning line when test rows repeat training rows exactly (same input and answer)."""
+    seen = {(e.input, e.target, e.label) for e in train.examples}
+    inputs = {e.input for e in train.examples}
+    same = sum((e.input, e.target, e.label) in seen for e in test.examples)
+    if not same:
+        return None
+    only_input = sum(e.input in inputs for e in test.examples) - same
+    more = f" (and {only_input} more with the same input, another answer)" if only_input else ""
+    return (f"warning: {same} of {len(test)} test rows duplicate training rows exactly{more}: "
+            "scores on them measure memory, not generalisation; remove them from the test file")
+
+
 def _trains(info: dict) -> bool:
     return any(info["sides"])
 
@@ -136,6 +177,7 @@ def run_plan(plan: Plan, out: str | Path, *, on_event=None, on_note=print) -> di
     train, test, val = load_data(plan)
     if train.kind == "classification" and not train.labels:
         raise TailorError("the training data has no labels")
+    check_same_data(out, train, val, test)
     backend = load_backend(plan.tree["model"], dtype=plan.tree["dtype"])
     p = probe(backend, train, test)
     sizing = _recorded_sizing(plan, out) or size_plan(
@@ -149,10 +191,16 @@ def run_plan(plan: Plan, out: str | Path, *, on_event=None, on_note=print) -> di
             f"sensitivity on {sizing['sensitivity']}; {whole}, "
             f"{plan.tree['budget_minutes']:g} min budget for this call")
     resolved = plan.to_dict()
-    resolved["resolved"] = {**{k: v for k, v in sizing.items() if k != "notes"},
-                            "n_train_available": len(train), "n_test_available": len(test),
-                            "probe_seconds_per_query": p.s_query}
+    n_test_available = len(test)
     test = evaluation_subset(test, sizing["max_test"], seed=0)  # stratified, the same every run
+    data = data_hashes(train, val, test)
+    warning = duplicates(train, test)
+    if warning:
+        on_note(warning)
+    resolved["resolved"] = {**{k: v for k, v in sizing.items() if k != "notes"},
+                            "n_train_available": len(train), "n_test_available": n_test_available,
+                            "probe_seconds_per_query": p.s_query, "data": data,
+                            "duplicates": warning}
     out.mkdir(parents=True, exist_ok=True)
     (out / PLAN_FILE).write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
     runs = plan_runs(plan, train, sizing, p)

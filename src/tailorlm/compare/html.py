@@ -24,7 +24,9 @@ import math
 import re
 from dataclasses import dataclass
 
-from tailorlm.compare.report import wall_time
+from tailorlm.compare.baselines import lines as baseline_lines
+from tailorlm.compare.report import FIT_COLUMNS, constraints_line, fit_rows, separability_rows, \
+    wall_time
 
 PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#59a14f", "#b07aa1", "#76b7b2", "#edc948",
            "#9c755f", "#ff9da7", "#7f7f7f"]  # Tableau 10: distinct from each other on white
@@ -50,6 +52,8 @@ tr.chosen td{background:#eef7ea;font-weight:600}
 figure{margin:0;border:1px solid #e3e3e3;border-radius:6px;padding:8px 10px}
 figure h3{margin:2px 0 4px}svg{width:100%;height:auto;display:block}
 svg text{font-size:12px;fill:#333}figcaption{color:#555;font-size:13px;margin-top:4px}
+.flag{border-left:4px solid #c77c02;background:#fff7e6;padding:4px 10px;margin:6px 0}
+td.hot{background:#fde2e1}td.diag{background:#e3f1df}
 .grid{stroke:#eaeaea}.frame{fill:none;stroke:#aaa}.missing{fill:#999;font-style:italic}
 """
 
@@ -281,10 +285,11 @@ def _breakeven_plot(s: dict, colors: dict[str, str]) -> str:
              for m in s.get("methods") or [] if (c := m.get("cost") or {})
              and c.get("fit_usd") is not None and c.get("per_query_usd") is not None]
     n_max, per_day = _query_range(s), s.get("queries_per_day")
+    ref = s.get("break_even_reference") or "the reference"
     days = f" ({n_max / per_day:.3g} days at {per_day:,} queries a day)" if per_day else ""
     caption = (f"Total cost after N queries: the cost to fit plus N times the cost of a query, "
                f"over the first {n_max:,} queries{days}. Dots: where a method becomes cheaper "
-               f"than few_shot.")
+               f"than {ref}.")
     if not lines:
         return _figure("breakeven", "Break-even", _e(caption), [])
     x = Axis(0, n_max, LEFT, RIGHT)  # no padding: the lines run to the frame's edge
@@ -298,7 +303,7 @@ def _breakeven_plot(s: dict, colors: dict[str, str]) -> str:
                     f'<title>{_e(name)}: ${fit:.4g} + N x ${per_query:.3g}</title></line>')
         if even and even <= n_max:
             body.append(f'<circle cx="{x(even):.1f}" cy="{y(fit + even * per_query):.1f}" r="5" '
-                        f'fill="{c}" stroke="#fff"><title>{_e(name)}: cheaper than few_shot '
+                        f'fill="{c}" stroke="#fff"><title>{_e(name)}: cheaper than {_e(ref)} '
                         f'after {even:,} queries</title></circle>')
     return _figure("breakeven", "Break-even", _e(caption),
                    body + _legend([n for n, *_ in lines], colors))
@@ -357,7 +362,9 @@ def _recommendation(rec: dict | None, colors: dict[str, str]) -> str:
     chosen = rec.get("method")
     out = [f"<h2>Recommendation: {_swatch(chosen, colors)}{_e(chosen)}</h2>" if chosen else
            "<h2>Recommendation: none</h2><p>No method met the constraints.</p>",
-           _bullets(rec.get("reasons"))]
+           "".join(f'<p class="flag"><b>Caution:</b> {_e(f)}</p>'
+                   for f in rec.get("flags") or []),
+           _bullets([r for r in rec.get("reasons") or [] if r not in (rec.get("flags") or [])])]
     if rec.get("runner_up"):
         out += [f"<h3>Runner-up: {_swatch(rec['runner_up'], colors)}{_e(rec['runner_up'])}</h3>",
                 _bullets(rec.get("runner_up_reasons"))]
@@ -365,10 +372,63 @@ def _recommendation(rec: dict | None, colors: dict[str, str]) -> str:
         out.append("<h3>Excluded</h3><ul>" + "".join(
             f"<li><b>{_e(name)}</b>: {_e(why)}</li>" for name, why in rec["excluded"].items())
             + "</ul>")
-    used = [f"{k} = {v}" for k, v in (rec.get("constraints") or {}).items()
-            if v is not None and v is not False]
-    out.append(f'<p class="muted">Constraints: {_e(", ".join(used) or "none")}</p>')
+    out.append(f'<p class="muted">{_e(constraints_line(rec))}</p>')
     return '<section class="rec">' + "".join(out) + "</section>"
+
+
+def _separability(s: dict, colors: dict[str, str]) -> str:
+    columns, rows = separability_rows(s)
+    if not rows:
+        return ""
+    rec = s.get("recommendation") or {}
+    return (f"<h2>Is the best really better?</h2><p class=\"muted\">A paired bootstrap over "
+            f"the shared test rows (and seeds): a method ties {_e(rec.get('best'))} unless "
+            f"{_e(rec.get('best'))} wins in at least {rec.get('tie_level') or 0.95:.0%} of the "
+            f"resamples.</p>" + _table(columns, rows, colors))
+
+
+def _baselines(s: dict) -> str:
+    if not s.get("methods"):
+        return ""
+    warnings = "".join(f'<p class="flag"><b>Data:</b> {_e(w)}</p>'
+                       for w in s.get("data_warnings") or [])
+    return "<h2>Baselines</h2>" + _bullets(baseline_lines(s)) + warnings
+
+
+def _fitted(s: dict, colors: dict[str, str]) -> str:
+    if not s.get("methods"):
+        return ""
+    return ("<h2>Fitted, held out and tested</h2><p class=\"muted\">Train score: on the rows "
+            "each method was fitted on, not those it held out; validation score: on the rows it "
+            "held out or the given validation set.</p>"
+            + _table(FIT_COLUMNS, fit_rows(s), colors))
+
+
+def _classes(s: dict, colors: dict[str, str]) -> str:
+    c = s.get("classes")
+    if not c:
+        return ""
+    rows = [[x["label"], f"{x['precision']:.3f}", f"{x['recall']:.3f}", f"{x['f1']:.3f}",
+             str(x["support"]), str(x["predicted"])] for x in c["per_class"]]
+    labels = c["labels"][:20]
+    head = "".join(f"<th class=\"num\">{_e(lab)}</th>" for lab in labels)
+    body = ""
+    for i, (lab, row) in enumerate(zip(labels, c["confusion"])):
+        cells = "".join(
+            f'<td class="num {"diag" if i == j else "hot" if v else ""}">{v}</td>'
+            for j, v in enumerate(row[:20]))
+        body += f"<tr><td>{_e(lab)}</td>{cells}</tr>"
+    more = (f'<p class="muted">First 20 of {len(c["labels"])} labels; report.json has all.</p>'
+            if len(c["labels"]) > 20 else "")
+    wrong = _bullets(f"{w['input'][:200]!r}: gold {w['gold']}, predicted {w['predicted']}"
+                     for w in c.get("wrong") or [])
+    return (f"<h2>Per class: {_swatch(c['method'], colors)}{_e(c['method'])} (seed "
+            f"{_e(c.get('seed'))})</h2>"
+            + _table(["label", "precision", "recall", "F1", "support", "predicted"], rows, {})
+            + f'<h3>Confusion matrix (rows: gold, columns: predicted)</h3><table data-table='
+            f'"confusion"><thead><tr><th>gold \\ predicted</th>{head}</tr></thead><tbody>{body}'
+            f"</tbody></table>{more}"
+            + (f"<h3>Wrong answers (the first few)</h3>{wrong}" if wrong else ""))
 
 
 def _header(s: dict) -> str:
@@ -401,5 +461,6 @@ def render_html(summary: dict) -> str:
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f'<title>tailorlm: {_e(s.get("task"))}</title><style>{CSS}</style></head><body>'
             f'{_header(s)}{_recommendation(s.get("recommendation"), colors)}'
-            f'{_methods_table(s, colors)}{tables}<h2>Plots</h2><div class="plots">{"".join(plots)}'
+            f'{_methods_table(s, colors)}{_separability(s, colors)}{_baselines(s)}{_fitted(s, colors)}'
+            f'{_classes(s, colors)}{tables}<h2>Plots</h2><div class="plots">{"".join(plots)}'
             f"</div>{skipped_html}</body></html>\n")

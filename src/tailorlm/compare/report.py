@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tailorlm.compare.baselines import lines as baseline_lines
+from tailorlm.compare.classes import confusion_text
 from tailorlm.compare.tables import human_bytes, or_dash
 
 COLUMNS = [  # (header, key, format)
@@ -70,15 +72,35 @@ def summary_table(summary: dict) -> str:
 
 def recommendation_lines(summary: dict) -> list[str]:
     rec = summary["recommendation"]
+    lines = [constraints_line(rec)]
     if rec["method"] is None:
-        return ["No recommendation: " + "; ".join(rec["reasons"])]
-    lines = [f"Recommended: {rec['method']}"] + [f"  - {r}" for r in rec["reasons"]]
+        return lines + ["No recommendation: " + "; ".join(rec["reasons"])]
+    cautions = rec.get("flags") or []
+    lines += [f"Recommended: {rec['method']}"] + [f"  - {r}" for r in rec["reasons"]
+                                                   if r not in cautions]
+    lines += [f"Caution: {f}" for f in cautions]
     if rec["runner_up"]:
         lines += [f"Runner-up: {rec['runner_up']}"] + [f"  - {r}"
                                                         for r in rec["runner_up_reasons"][:2]]
     lines += [f"Excluded: {m}: {why}" for m, why in rec["excluded"].items()]
+    lines += [f"Baseline: {line}" for line in baseline_lines(summary)]
     lines += [f"Curves: {c['text']}" for c in summary["crossings"]]
+    lines += [f"Data: {w}" for w in summary.get("data_warnings") or []]
+    if summary.get("rows_of_other_data"):
+        lines.append(f"Left out: {summary['rows_of_other_data']} results rows of other data "
+                     "(their data hashes differ from this plan's)")
     return lines
+
+
+def constraints_line(rec: dict) -> str:
+    """'Constraints: --api-only (rules out lora, full); --max-latency-ms 50 (rules out none)'."""
+    applied = rec.get("constraints_applied") or []
+    qpd = (rec.get("constraints") or {}).get("queries_per_day")
+    volume = f"; {qpd:,.0f} queries/day" if qpd else ""
+    if not applied:
+        return f"Constraints: none{volume}"
+    return "Constraints: " + "; ".join(
+        f"{a['flag']} (rules out {', '.join(a['excludes']) or 'none'})" for a in applied) + volume
 
 
 def wall_time(summary: dict) -> str:
@@ -97,6 +119,31 @@ def markdown(summary: dict) -> str:
            "## Recommendation", ""]
     out += recommendation_lines(summary)
     out += ["", "## Results", "", _md_table(SUMMARY_COLUMNS, summary_rows(summary))]
+    columns, rows = separability_rows(summary)
+    if rows:
+        rec = summary["recommendation"]
+        out += ["", "## Is the best really better?", "",
+                f"A paired bootstrap over the shared test rows (and seeds): a method ties "
+                f"{rec['best']} unless {rec['best']} wins in at least "
+                f"{rec.get('tie_level', 0.95):.0%} of the resamples (eval.tie_level).", "",
+                _md_table(columns, rows)]
+    out += ["", "## Baselines", ""] + [f"- {line}" for line in baseline_lines(summary)]
+    out += ["", "## Fitted, held out and tested", "",
+            "The train score is measured on the rows each method was fitted on (not the rows it "
+            "held out); the validation score on the rows it held out or the given validation "
+            "set.", "", _md_table(FIT_COLUMNS, fit_rows(summary))]
+    classes = summary.get("classes")
+    if classes:
+        out += ["", f"## Per class: {classes['method']}", "",
+                _md_table(["label", "precision", "recall", "F1", "support", "predicted"],
+                          [[c["label"], f"{c['precision']:.3f}", f"{c['recall']:.3f}",
+                            f"{c['f1']:.3f}", c["support"], c["predicted"]]
+                           for c in classes["per_class"]]),
+                "", "```", *confusion_text(classes), "```"]
+        if classes.get("wrong"):
+            out += ["", "Wrong answers (the first few):", ""] + [
+                f"- {w['input'][:160]!r}: gold {w['gold']}, predicted {w['predicted']}"
+                for w in classes["wrong"]]
     for key, title in (("key_differences", "Key differences, measured"),
                        ("cost_performance", "Cost and performance considerations, measured")):
         table = summary["tables"][key]
@@ -109,7 +156,8 @@ def markdown(summary: dict) -> str:
                 _md_table(["method"] + [f"k={k}" for k in ks], rows)]
     out += ["", f"## Serving cost at {summary['queries_per_day']:,.0f} queries/day", "",
             _md_table(["method", "fit (one-off)", "per query", "per month (this machine)",
-                       "per month via an API", "cheaper than few-shot after"],
+                       "per month via an API",
+                       f"cheaper than {summary.get('break_even_reference') or '-'} after"],
                       [_cost_row(m) for m in summary["methods"]])]
     prices = summary["prices"]
     out += ["", "## Prices assumed", "", ", ".join(f"{k} {v:g}" for k, v in prices.items())
@@ -118,6 +166,37 @@ def markdown(summary: dict) -> str:
         out += ["", "## Skipped", ""] + [f"- {s['run']}: {s['reason']}"
                                          for s in summary["skipped"]]
     return "\n".join(out) + "\n"
+
+
+def separability_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """Each method against the best: the difference, its interval, how often the best won."""
+    rec = summary.get("recommendation") or {}
+    level = rec.get("tie_level") or 0.95
+    columns = [f"behind {rec.get('best')}", f"{2 * level - 1:.0%} interval",
+               "best wins in", "rows x seeds", "verdict"]
+    rows = []
+    for name, c in (rec.get("vs_best") or {}).items():
+        if c.get("paired"):
+            rows.append([name, f"{c['diff']:.3f}", f"{c['low']:.3f} to {c['high']:.3f}",
+                         f"{c['p_a_wins']:.0%}",
+                         f"{c['n_rows']:,} x {c['n_seeds'][0]}/{c['n_seeds'][1]}",
+                         "tied" if c["tied"] else "separable"])
+        else:
+            rows.append([name, f"{c['diff']:.3f}", "-", "-", "-",
+                         ("tied" if c["tied"] else "separable") + " (by the best's interval)"])
+    return ["method"] + columns, rows
+
+
+FIT_COLUMNS = ["method", "rows fitted", "held out", "train score", "validation score",
+               "test score", "train-test gap"]
+
+
+def fit_rows(summary: dict) -> list[list[str]]:
+    return [[m["method"], or_dash(m.get("n_fitted"), "{:,}"), or_dash(m.get("n_held_out"), "{:,}"),
+             or_dash(m.get("train_score"), "{:.3f}"), or_dash(m.get("val_score"), "{:.3f}"),
+             or_dash(m.get("score_mean"), "{:.3f}")
+             + (" (below majority)" if m.get("below_majority") else ""),
+             or_dash(m.get("overfit_gap"), "{:+.3f}")] for m in summary["methods"]]
 
 
 def _cost_row(m: dict) -> list[str]:

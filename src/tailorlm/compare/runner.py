@@ -6,8 +6,16 @@ For each run (method, config, seed, k): sample k examples per class from the tra
 model, data) is already in the file is skipped, so an interrupted comparison picks up where it
 stopped, and its checkpoints under OUT/work are removed once its row is written.
 
+Every row carries the data it was run on (`train_sha256` of the whole training file, `val_sha256`,
+`test_sha256` of the rows scored) and its per-row outcome on the test rows (`per_row`,
+engine/predictions.py), so that `tailor recommend` can tell methods apart with a paired bootstrap
+from this file alone; what the runs of one test set share (row ids, gold labels, the majority
+label) is written once, in the first row written on that test set (its `test_rows` key). Each
+run's predictions, with per-label scores, go to `OUT/predictions/<run>.jsonl`.
+
 A run may also measure what the report needs beyond the score: `train_score` (the metric on the
-rows it was fitted on: the overfitting gap), `sensitivity` (compare/sensitivity.py) and
+rows it was fitted on, not those it held out: the overfitting gap) beside `val_score` (on the rows
+it held out, or the given validation set), `sensitivity` (compare/sensitivity.py) and
 `load_seconds` (adapter folder to a bound model: the rollback time). Rows of methods that train
 hold their training tokens, estimated FLOPs and optimizer bytes; a hybrid's, its per-variant test
 scores, bytes and fit seconds, and what one LoRA per variant would weigh instead (compare/tune.py).
@@ -32,7 +40,9 @@ from tailorlm.data.sample import k_per_class, split
 from tailorlm.data.task import Task
 from tailorlm.engine.cost import CostMeter, dir_bytes
 from tailorlm.engine.evaluate import evaluate, quick_score
+from tailorlm.engine.predictions import per_row, test_rows, write_predictions
 from tailorlm.methods.artifact import load_adapter, save_adapter
+from tailorlm.methods.contract import fitted_rows, held_out_rows
 from tailorlm.methods.index import get_method
 from tailorlm.methods.selection import validation_subset
 from tailorlm.models.backend import Backend
@@ -63,6 +73,12 @@ def run_key(run: Run, config: dict, model: Backend, train: Task, test: Task) -> 
     blob = json.dumps([run.method, config, run.seed, run.k, model.identity, model.sha256,
                        train.fingerprint(), test.fingerprint()], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def read_test_rows(out: str | Path) -> dict[str, dict]:
+    """The `test_rows` records kept in OUT/results.jsonl, by test_sha256."""
+    return {row["test_rows"]["test_sha256"]: row["test_rows"] for row in read_results(out)
+            if row.get("test_rows")}
 
 
 def read_results(out: str | Path) -> list[dict]:
@@ -103,6 +119,9 @@ def run_comparison(backend: Backend, train: Task, test: Task, runs: list[Run], o
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     done = {row.get("run_key"): row for row in read_results(out)}
+    record = None if test.fingerprint() in read_test_rows(out) else test_rows(test, train)
+    data = {"train_sha256": train.fingerprint(), "val_sha256": val.fingerprint() if val else None,
+            "test_sha256": test.fingerprint()}
     rows = []
     clock = Clock(budget_seconds)
     for i, run in enumerate(runs):
@@ -138,7 +157,9 @@ def run_comparison(backend: Backend, train: Task, test: Task, runs: list[Run], o
             rows.append(failed)
             continue
         row.update(run_key=key, run_seconds=time.perf_counter() - started,
-                   estimate_seconds=run.estimate)
+                   estimate_seconds=run.estimate, **data)
+        if record is not None:  # once per test set: the first row written on it holds it
+            row["test_rows"], record = record, None
         append_result(out, row)
         shutil.rmtree(out / "work" / run.slug, ignore_errors=True)  # checkpoints: run is done
         clock.record(run, time.perf_counter() - started)
@@ -162,6 +183,7 @@ def _run_one(backend, train, test, run: Run, spec, config, out: Path, metric, va
     # tokens, FLOPs and optimizer memory of methods that train; a hybrid's variants (scored
     # on the test set per variant) and its bytes against one LoRA per variant
     trained = with_group_scores(train_costs(adapter, backend), result)
+    write_predictions(out / "predictions" / f"{run.slug}.jsonl", test, result)
     row = {
         "method": run.method, "family": spec.family, "side": spec.side, "where": "local",
         "model": backend.name, "task": test.name, "role": run.role,
@@ -179,18 +201,41 @@ def _run_one(backend, train, test, run: Run, spec, config, out: Path, metric, va
         "dtype": str(backend.dtype).removeprefix("torch."),
         "device": next(backend.model.parameters()).device.type, **trained,
         "load_seconds": load_seconds(backend, adapter_dir),
+        "zero_shot_reference": spec.zero_shot_reference,
+        "break_even_reference": spec.break_even_reference,
+        "predictions": str(Path("predictions") / f"{run.slug}.jsonl"),
+        "per_row": per_row(test, result),
     }
-    if run.train_score:  # the rows it was fitted on (chosen from or trained on), at most 200
-        start = time.perf_counter()
-        seen = validation_subset(shots, run.seed)
-        row["train_score"] = quick_score(backend, adapter, seen, result.metric)
-        row["train_score_seconds"] = time.perf_counter() - start
+    if run.train_score:
+        row.update(fit_scores(backend, adapter, shots, val, result.metric, run.seed))
     if run.sensitivity:
         start = time.perf_counter()
         rows = evaluation_subset(test, run.sensitivity, seed=0)
         row["sensitivity"] = measure(backend, adapter, rows, result.metric, seed=run.seed)
         row["sensitivity_seconds"] = time.perf_counter() - start
     return row
+
+
+def fit_scores(backend: Backend, adapter, shots: Task, val: Task | None, metric: str,
+               seed: int) -> dict:
+    """The metric on the rows the adapter was fitted on (trained on or chosen from; not the rows
+    it held out), and on its validation rows (those held out, or the given `val`); at most
+    selection.judged_rows of each."""
+    start = time.perf_counter()
+    fitted = fitted_rows(adapter, shots)
+    held = val if val is not None and len(val) else held_out_rows(adapter, shots)
+    out = {"n_fitted": len(fitted), "n_held_out": len(shots) - len(fitted),
+           "train_score": None, "val_score": None}
+    if len(fitted):
+        seen = validation_subset(fitted, seed)
+        out.update(train_score=quick_score(backend, adapter, seen, metric),
+                   n_train_scored=len(seen))
+    if len(held):
+        judged = validation_subset(held, seed)
+        out.update(val_score=quick_score(backend, adapter, judged, metric),
+                   n_val_scored=len(judged))
+    out["train_score_seconds"] = time.perf_counter() - start
+    return out
 
 
 def evaluation_subset(task: Task, n: int | None, seed: int = 0) -> Task:

@@ -11,9 +11,10 @@ for trained ones it is the wording their weights or vectors were trained to answ
 tests the claim that tuning makes a model less sensitive to wording (Zhao et al. 2021 report 54%
 to 93% on sst2 from demonstration order alone) instead of assuming it.
 
-An adapter offers `reworded(template)`, and `reordered(order)` if it holds fixed demonstrations;
-one without `reworded` is reported as not measured. A calibrated prompt is recalibrated for each
-wording, as fitting it would have done.
+What an adapter offers for this (rewording, reordering, recalibration) is declared in
+methods/contract.py (`wording_variants`, `recalibrated`); an adapter with no wording to change is
+reported as not measured. A calibrated prompt is recalibrated for each wording, as fitting it
+would have done.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from __future__ import annotations
 import numpy as np
 
 from tailorlm.data.task import Task
-from tailorlm.engine.evaluate import label_scores, quick_score
-from tailorlm.methods.calibration import content_free_examples, label_bias
+from tailorlm.engine.evaluate import quick_score
+from tailorlm.methods.contract import recalibrated, wording_variants
 from tailorlm.methods.templates import PARAPHRASES
 from tailorlm.models.backend import Backend
 
@@ -30,27 +31,15 @@ N_ORDERS = 3
 
 
 def variants(adapter, task: Task, seed: int) -> dict[str, object]:
-    out = {"as fitted": adapter}
-    if not hasattr(adapter, "reworded"):
-        return out
-    for template in PARAPHRASES[task.kind]:
-        out[template.name] = adapter.reworded(template)
-    demos = getattr(adapter, "demos", None) or []
-    if len(demos) > 1 and hasattr(adapter, "reordered"):
-        rng = np.random.default_rng(seed)
-        for i in range(N_ORDERS):
-            out[f"order_{i + 1}"] = adapter.reordered(list(rng.permutation(len(demos))))
-    return out
+    return wording_variants(adapter, PARAPHRASES[task.kind], N_ORDERS, seed)
 
 
 def measure(backend: Backend, adapter, task: Task, metric: str, seed: int = 0) -> dict:
     """{"scores": {variant: score}, "std", "range", "n_variants", "n"} on `task`'s rows."""
     scores = {}
     for name, variant in variants(adapter, task, seed).items():
-        if getattr(variant, "bias", None) is not None and name != "as fitted":
-            cf = task.with_examples(content_free_examples())
-            raw = variant.with_bias(None)
-            variant = raw.with_bias(label_bias(label_scores(backend, raw, cf)))
+        if name != "as fitted":
+            variant = recalibrated(variant, backend, task)
         scores[name] = quick_score(backend, variant, task, metric)
     values = np.array(list(scores.values()))
     measured = len(values) > 1

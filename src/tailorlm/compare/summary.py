@@ -12,10 +12,20 @@ risk, prompt sensitivity, the gain over zero-shot, and the cost projection:
                       also shown for every text prompt as api_per_query_usd: the same prompt
                       sent to a hosted model)
     cost after N queries          = fit_usd + N * per_query_usd
-    break-even vs few-shot (T-Few) = (fit_usd - fit_usd_fs) / (per_query_usd_fs - per_query_usd)
+    break-even vs a reference (T-Few: few-shot) = (fit_usd - fit_usd_ref) /
+                                                  (per_query_usd_ref - per_query_usd)
+                    the reference: the method present that declares the highest
+                    MethodSpec.break_even_reference (few_shot, else prompt_template)
 
 Overfitting risk: high when the gap is over 0.15 or the seed std over 0.05; medium over 0.05 or
-0.02; else low (points of the task's 0-1 metric).
+0.02; else low (points of the task's 0-1 metric). The gap is measured on the rows a method was
+fitted on (not those it held out); its validation score is shown beside it.
+
+Only rows of the plan's data count (`resolved.data` in plan.yaml: the train, val and test hashes
+every row carries). The zero-shot line and the break-even reference are the methods that declare
+themselves so (rows carry `zero_shot_reference`, `break_even_reference` from MethodSpec); the
+majority-class baseline comes from the test set's record (compare/baselines.py). Ties with the
+best are decided by the paired bootstrap (compare/significance.py) at `eval.tie_level`.
 """
 
 from __future__ import annotations
@@ -28,40 +38,50 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from tailorlm.compare import baselines
+from tailorlm.compare.classes import class_report
 from tailorlm.compare.plan import COSTS
 from tailorlm.compare.recommend import Constraints, recommend
-from tailorlm.compare.runner import read_results
+from tailorlm.compare.runner import read_results, read_test_rows
+from tailorlm.compare.significance import DEFAULT_LEVEL, Significance
 from tailorlm.compare.tables import cost_performance, key_differences
 
-REFERENCE = ("few_shot", "prompt_template")  # what break-even is measured against, first present
 RISK = {"high": (0.15, 0.05), "medium": (0.05, 0.02)}  # (gap, seed std) thresholds
 RUN_LOG = "run_log.json"
 ANSWER_TOKENS = 2.0  # tokens an API bills for a classification answer (a label's words)
 
 
 def summarize(rows: list[dict], plan: dict, constraints=None, *, skipped=(),
-              wall_seconds=None, calls: int = 1) -> dict:
+              wall_seconds=None, calls: int = 1, records: dict | None = None,
+              out: Path | None = None) -> dict:
+    """The summary of `rows` (results.jsonl) under `plan` (plan.yaml); `records` are the test
+    sets' records by test_sha256 (runner.read_test_rows), `out` the folder predictions files
+    are read from (wrong examples)."""
     resolved = plan.get("resolved", {})
+    level = (plan.get("eval") or {}).get("tie_level") or DEFAULT_LEVEL
     prices = {**COSTS, **(plan.get("costs") or {})}
     constraints = constraints or Constraints()
     if constraints.queries_per_day is None:  # the plan's volume unless the user gives one
         constraints = dataclasses.replace(constraints, queries_per_day=prices["queries_per_day"])
     qpd = constraints.queries_per_day
-    rows = [r for r in rows if "score" in r]
+    rows, other_data = of_data([r for r in rows if "score" in r], resolved.get("data"))
     k = resolved.get("k", rows[0]["k"] if rows else None)
     order = list(dict.fromkeys(r["method"] for r in rows))
-    methods = [_method(m, [r for r in rows if r["method"] == m and r["k"] == k])
-               for m in order]
+    main = [r for r in rows if r["k"] == k]
+    methods = [_method(m, [r for r in main if r["method"] == m]) for m in order]
     methods = [m for m in methods if m is not None]
-    zero = next((m for m in methods if m["method"] == "prompt_template"), None)
+    first = rows[0] if rows else {}
+    record = (records or {}).get(first.get("test_sha256"))
+    majority = baselines.majority(record, first.get("metric") or "accuracy")
+    baselines.flag_below(methods, majority)
+    zero = baselines.zero_shot(methods)
     for m in methods:
         m["gain_over_zero_shot"] = None if zero is None else m["score_mean"] - zero["score_mean"]
         m["cost"] = _cost(m, prices, qpd)
-    ref = next((m for name in REFERENCE for m in methods if m["method"] == name), None)
+    ref = baselines.break_even_reference(methods)
     for m in methods:
         m["break_even_queries"] = _break_even(m, ref) if ref is not None else None
     curves = _curves(rows, order)
-    first = rows[0] if rows else {}
     summary = {
         "task": first.get("task"), "kind": plan.get("kind") or _kind(first),
         "metric": first.get("metric"), "model": first.get("model"),
@@ -73,13 +93,47 @@ def summarize(rows: list[dict], plan: dict, constraints=None, *, skipped=(),
         "queries_per_day": qpd,
         "zero_shot": None if zero is None else {"method": zero["method"],
                                                 "score": zero["score_mean"]},
+        "break_even_reference": None if ref is None else ref["method"],
+        "baselines": {"majority": majority,
+                      "zero_shot": None if zero is None else {"method": zero["method"],
+                                                              "score": zero["score_mean"]}},
+        "rows_of_other_data": other_data,
+        "data_warnings": [w for w in [resolved.get("duplicates")] if w],
         "methods": methods, "curves": curves, "crossings": _crossings(curves),
         "pareto": _pareto(methods), "skipped": list(skipped),
     }
-    summary["recommendation"] = recommend(methods, constraints)
+    significance = Significance.from_rows(main, record, summary["metric"] or "accuracy", level)
+    summary["recommendation"] = recommend(methods, constraints, significance, level)
+    summary["constraints"] = dataclasses.asdict(constraints)
+    summary["classes"] = class_report(main, summary["recommendation"]["method"], record, out)
     summary["tables"] = {"key_differences": key_differences(summary),
                          "cost_performance": cost_performance(summary)}
     return summary
+
+
+def of_data(rows: list[dict], data: dict | None) -> tuple[list[dict], int]:
+    """The rows run on the plan's data (train, val, test hashes), and how many others there
+    were. Rows that carry no hashes (older results) are kept."""
+    if not data:
+        return rows, 0
+    keys = ("train_sha256", "val_sha256", "test_sha256")
+    keep = [r for r in rows if "test_sha256" not in r
+            or all(r.get(key) == data.get(key) for key in keys)]
+    return keep, len(rows) - len(keep)
+
+
+def _reference(runs: list[dict], key: str):
+    """What the method declares (MethodSpec), as its rows carry it; asked of the method itself
+    for rows written before rows carried it."""
+    if key in runs[0]:
+        return runs[0][key]
+    from tailorlm.errors import TailorError
+    from tailorlm.methods import get_method
+
+    try:
+        return getattr(get_method(runs[0]["method"]), key)
+    except TailorError:
+        return None
 
 
 def _kind(row: dict) -> str:
@@ -107,10 +161,14 @@ def _method(name: str, runs: list[dict]) -> dict | None:
         "n_train": runs[0].get("n_train"),
         "train_score": train_score, "overfit_gap": gap, "overfit_risk": _risk(gap, std,
                                                                               len(scores)),
-        "sensitivity": sens,
+        "sensitivity": sens, "val_score": _mean(runs, "val_score"),
+        "n_fitted": runs[0].get("n_fitted"), "n_held_out": runs[0].get("n_held_out"),
+        "n_test": runs[0].get("n_eval"),
+        "zero_shot_reference": bool(_reference(runs, "zero_shot_reference")),
+        "break_even_reference": _reference(runs, "break_even_reference") or 0,
     }
     for key in ("fit_seconds", "eval_seconds", "latency_ms_per_query", "prompt_tokens_per_query",
-                "peak_rss_mb", "load_seconds"):
+                "peak_rss_mb", "load_seconds", "latency_ms_p50", "latency_ms_p95"):
         out[key] = _mean(runs, key)
     for key in ("trainable_params", "total_params", "artifact_bytes", "optimizer_bytes",
                 "train_tokens"):  # counts: the same or nearly so for every seed
@@ -214,6 +272,9 @@ def read_run(out: str | Path) -> tuple[list[dict], dict, dict]:
 
     out = Path(out)
     rows = read_results(out)
+    if not rows and (out / "errors.log").exists():
+        raise TailorError(f"every run in {out} failed; the tracebacks are in {out / 'errors.log'} "
+                          f"(rerun `tailor compare ... --out {out}` to retry them)")
     if not rows:
         raise TailorError(f"{out} holds no results.jsonl rows: run `tailor compare ... --out "
                           f"{out}` first")
@@ -242,7 +303,8 @@ def write_reports(out: str | Path, constraints=None, *, skipped=None,
                "wall_seconds": sum(calls) if calls else None}
         write_json_atomic(out / RUN_LOG, log)
     summary = summarize(rows, plan, constraints, skipped=log.get("skipped", []),
-                        wall_seconds=log.get("wall_seconds"), calls=len(log.get("calls") or []))
+                        wall_seconds=log.get("wall_seconds"), calls=len(log.get("calls") or []),
+                        records=read_test_rows(out), out=out)
     write_json_atomic(out / "report.json", summary)
     _write_text(out / "report.md", markdown(summary))
     _write_text(out / "report.html", render_html(summary))

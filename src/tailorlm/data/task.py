@@ -31,6 +31,13 @@ class Example:
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
 
+def example_id(example: Example) -> str:
+    """A short stable id of an example's content (input, target, label): the same row read from
+    two files has the same id, so predictions files and leak checks can name rows."""
+    blob = json.dumps([example.input, example.target, example.label], ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
 @dataclass
 class Task:
     name: str

@@ -35,6 +35,7 @@ class Evaluation:
     latency_ms_per_query: float
     peak_rss_mb: float
     extra: dict = field(default_factory=dict)
+    label_scores: np.ndarray | None = None  # (N, L) adjusted label scores; classification only
 
 
 def default_metric(task: Task) -> str:
@@ -87,7 +88,10 @@ def evaluate(backend: Backend, adapter, task: Task, *, metric: str | None = None
              seed: int = 0, batch_size: int = 16) -> Evaluation:
     name = metric or default_metric(task)
     with CostMeter() as meter:
-        preds = predict(backend, adapter, task, on_tokens=meter.add_tokens, batch_size=batch_size)
+        scores = label_scores(backend, adapter, task, meter.add_tokens, batch_size) \
+            if task.kind == "classification" else None
+        preds = [task.labels[i] for i in scores.argmax(axis=1)] if scores is not None else \
+            predict(backend, adapter, task, on_tokens=meter.add_tokens, batch_size=batch_size)
     refs = _references(task)
     m = get_metric(name)
     score = m.fn(preds, refs)
@@ -104,7 +108,7 @@ def evaluate(backend: Backend, adapter, task: Task, *, metric: str | None = None
                       n_eval=n, predictions=preds, seconds=meter.seconds, tokens=meter.tokens,
                       prompt_tokens_per_query=float(np.mean(prompt_tokens)),
                       latency_ms_per_query=1000.0 * meter.seconds / max(n, 1),
-                      peak_rss_mb=meter.peak_rss_mb, extra=extra)
+                      peak_rss_mb=meter.peak_rss_mb, extra=extra, label_scores=scores)
 
 
 def _prompt_tokens(backend: Backend, adapter, task: Task) -> list[int]:

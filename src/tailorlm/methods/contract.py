@@ -29,7 +29,7 @@ from typing import Any, Callable, Literal, Protocol
 
 import numpy as np
 
-from tailorlm.data.task import Example, Task
+from tailorlm.data.task import Example, Task, example_id  # noqa: F401 (re-exported)
 from tailorlm.engine.prompt import Prompt
 from tailorlm.errors import TailorError
 from tailorlm.models.backend import Backend
@@ -73,6 +73,11 @@ class MethodSpec:
     # Seconds to train on a token relative to evaluating one (forward + backward + optimizer),
     # for sizing comparisons to a time budget (compare/budget.py); 0 = nothing is trained.
     train_cost: float = 0.0
+    # The zero-shot baseline every report shows and every method's gain is measured against.
+    zero_shot_reference: bool = False
+    # What break-even is measured against: the method with the highest priority present in a
+    # comparison (few_shot 2, prompt_template 1); 0 = never the reference.
+    break_even_reference: int = 0
 
 
 class MethodConfig:
@@ -102,3 +107,59 @@ def choose(name: str, value: Any, allowed: tuple) -> None:
     """Raise the one-line error for a value outside `allowed`."""
     if value not in allowed:
         raise TailorError(f"{name} must be one of {', '.join(map(str, allowed))}, not {value!r}")
+
+
+# -- what compare/ may ask of any adapter, with defaults (so it never probes an adapter itself) --
+#
+# Optional adapter members, each used through the function below it:
+#   adapter.held_out        ids (example_id) of training rows it held out for validation: not
+#                           fitted on; none by default
+#   adapter.reworded(t)     the fitted adapter read through another wording (prompt sensitivity)
+#   adapter.demos           fixed demonstrations; adapter.reordered(order) reorders them
+#   adapter.bias            a label bias (contextual calibration), refitted for each new wording
+
+
+def held_out_ids(adapter) -> set[str]:
+    return set(getattr(adapter, "held_out", None) or ())
+
+
+def fitted_rows(adapter, train: Task) -> Task:
+    """The rows of `train` the adapter was fitted on (trained on, or chosen from), without the
+    rows it held out for validation: where the train-test gap is measured."""
+    held = held_out_ids(adapter)
+    return train.with_examples([e for e in train.examples if example_id(e) not in held])
+
+
+def held_out_rows(adapter, train: Task) -> Task:
+    """The rows of `train` the adapter held out for validation (empty when none)."""
+    held = held_out_ids(adapter)
+    return train.with_examples([e for e in train.examples if example_id(e) in held])
+
+
+def wording_variants(adapter, templates, n_orders: int, seed: int) -> dict[str, Any]:
+    """The adapter as fitted, read through each template, and (with fixed demonstrations) in
+    `n_orders` other demonstration orders; only "as fitted" where it has no wording to change."""
+    out = {"as fitted": adapter}
+    if not hasattr(adapter, "reworded"):
+        return out
+    for template in templates:
+        out[template.name] = adapter.reworded(template)
+    demos = getattr(adapter, "demos", None) or []
+    if len(demos) > 1 and hasattr(adapter, "reordered"):
+        rng = np.random.default_rng(seed)
+        for i in range(n_orders):
+            out[f"order_{i + 1}"] = adapter.reordered(list(rng.permutation(len(demos))))
+    return out
+
+
+def recalibrated(adapter, backend: Backend, task: Task):
+    """A calibrated adapter with its label bias refitted (as fitting it would have done, e.g. for
+    a new wording); any other adapter unchanged."""
+    if getattr(adapter, "bias", None) is None:
+        return adapter
+    from tailorlm.engine.evaluate import label_scores
+    from tailorlm.methods.calibration import content_free_examples, label_bias
+
+    raw = adapter.with_bias(None)
+    cf = task.with_examples(content_free_examples())
+    return raw.with_bias(label_bias(label_scores(backend, raw, cf)))

@@ -26,7 +26,7 @@ from tailorlm.data.sample import split
 from tailorlm.data.task import Example, Task
 from tailorlm.errors import TailorError
 from tailorlm.methods import prompt_template
-from tailorlm.methods.contract import MethodConfig, MethodSpec, choose
+from tailorlm.methods.contract import MethodConfig, MethodSpec, choose, example_id
 from tailorlm.methods.prompt_adapter import PromptAdapter
 from tailorlm.methods.index import register
 from tailorlm.methods.selection import best_adapter, validation_subset
@@ -108,11 +108,14 @@ def fit(backend, train: Task, val: Task | None, config: FewShotConfig, *,
                                     demos=pick_demos(pool, config.n_demos, config.selection,
                                                      train.labels, rng))
                       for _ in range(config.n_candidates)]
-    return best_adapter(backend, candidates, judge, config.calibrate)
+    chosen = best_adapter(backend, candidates, judge, config.calibrate)
+    if pool_task is not train and config.selection != "similar":  # rows only judged on
+        chosen.held_out = [example_id(e) for e in val.examples]
+    return chosen
 
 
 def from_state(config: FewShotConfig, state: dict, directory=None) -> PromptAdapter:
     return PromptAdapter.from_state(NAME, config, state)
 
 
-register(MethodSpec(NAME, FewShotConfig, fit, from_state, family="prompt"))
+register(MethodSpec(NAME, FewShotConfig, fit, from_state, family="prompt", break_even_reference=2))

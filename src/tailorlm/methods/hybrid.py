@@ -215,6 +215,11 @@ class HybridAdapter:
         return [(name, Stacked(self.weight, self.variants.get(name, self.fallback)), idx)
                 for name, idx in members.items()]
 
+    @property
+    def held_out(self) -> list[str]:
+        """The weight side's held-out rows (methods/contract.py)."""
+        return getattr(self.weight, "held_out", None) or []
+
     def reworded(self, template):
         """Every input side read with other wording (prompt sensitivity, compare/)."""
         return replace(self, fallback=self.fallback.reworded(template),

@@ -61,4 +61,5 @@ def from_state(config: PromptTemplateConfig, state: dict, directory=None) -> Pro
     return PromptAdapter.from_state(NAME, config, state)
 
 
-register(MethodSpec(NAME, PromptTemplateConfig, fit, from_state, family="prompt"))
+register(MethodSpec(NAME, PromptTemplateConfig, fit, from_state, family="prompt",
+                     zero_shot_reference=True, break_even_reference=1))

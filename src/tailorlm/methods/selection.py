@@ -41,7 +41,9 @@ def validation_subset(val: Task, seed: int) -> Task:
         return val
     if val.kind == "classification":
         part = split(val, limit, seed)[1]
-        if len(part):  # empty when every label has a single example: sample the rows instead
+        # many labels, few rows: every label keeping one gives more rows than asked (77 labels
+        # for 50 rows), or none at all; sample the rows instead
+        if 0 < len(part) <= limit:
             return part
     rng = np.random.default_rng(seed)
     idx = sorted(rng.choice(len(val), limit, replace=False))

@@ -28,7 +28,7 @@ from tailorlm.data.task import Example, Task
 from tailorlm.engine.evaluate import label_scores, quick_score
 from tailorlm.engine.prompt import Prompt
 from tailorlm.engine.train import TrainConfig, TrainResult, train
-from tailorlm.methods.contract import MethodConfig
+from tailorlm.methods.contract import MethodConfig, example_id
 from tailorlm.methods.selection import validation_subset
 from tailorlm.methods.templates import Template, resolve
 from tailorlm.models.backend import Backend
@@ -90,6 +90,11 @@ class TunedAdapter:
     @property
     def stop(self) -> tuple[str, ...]:
         return ("\n",)
+
+    @property
+    def held_out(self) -> list[str]:
+        """Training rows kept for validation, not trained on (methods/contract.py)."""
+        return self.train_result.get("held_out", [])
 
     def reworded(self, template: Template):
         """The trained weights/vectors read with other wording (prompt sensitivity, compare/)."""
@@ -162,6 +167,7 @@ def fit_trainable(backend: Backend, train_task: Task, val: Task | None, config: 
     for choosing the best checkpoint; that share is not trained on.
     """
     template = resolve(config.template, train_task)
+    given = train_task
     if (val is None or not len(val)) and len(train_task) >= 8:
         if train_task.kind == "classification":
             train_task, val = split(train_task, VAL_FRACTION, seed)
@@ -183,8 +189,11 @@ def fit_trainable(backend: Backend, train_task: Task, val: Task | None, config: 
                    evaluate=evaluate, fingerprint=fingerprint, resume=resume,
                    pad_id=backend.tokenizer.pad_token_id or 0)
     adapter = make_adapter(template)
+    kept = set(train_task.examples)
     adapter.train_result = {"steps": result.steps, "best_metric": result.best_metric,
                             "best_step": result.best_step, "tokens_seen": result.tokens_seen,
                             "train_seconds": result.seconds, "stopped_early": result.stopped_early,
-                            "n_train": len(train_task), "n_val": len(judge) if judge else 0}
+                            "n_train": len(train_task), "n_val": len(judge) if judge else 0,
+                            "held_out": [example_id(e) for e in given.examples
+                                         if e not in kept]}
     return adapter, result
