@@ -54,6 +54,8 @@ def add_parser(commands) -> None:
                      "row's variant (e.g. client); one input side is fitted per value")
     add_constraint_args(p)
     p.add_argument("--out", required=True, help="folder for results.jsonl, adapters and reports")
+    p.add_argument("--register", metavar="NAME", help="push the recommended adapter to the "
+                   "registry as NAME:N with alias candidate")
     p.set_defaults(run=run_command)
 
     r = commands.add_parser(
@@ -142,6 +144,10 @@ def run_command(args) -> int:
     from tailorlm.compare.report import summary_table
     from tailorlm.compare.summary import write_reports
 
+    if args.register:  # a bad name fails now, not after the comparison
+        from tailorlm.registry.names import check_name
+
+        check_name(args.register)
     overrides = flag_overrides(args) + list(args.overrides)
     plan = load_plan(args.plan, overrides) if args.plan else default_plan(overrides)
     load_data(plan)  # a bad file fails here, with its line, before the model loads
@@ -151,6 +157,11 @@ def run_command(args) -> int:
     print(summary_table(summary))
     print(f"reports: {args.out}/report.md, report.html, report.json; "
           f"results: {args.out}/results.jsonl")
+    if args.register:
+        from tailorlm.registry import register_comparison
+
+        version = register_comparison(args.out, args.register)
+        print(f"registered: {version.ref} ({version.method}) @candidate")
     return 0
 
 

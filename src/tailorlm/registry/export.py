@@ -90,9 +90,10 @@ def write_prompt(folder: Path) -> None:
 
 
 def merge_lora(folder: Path, base: dict) -> None:
-    """Replace a PEFT LoRA folder's adapter files by the base model with the LoRA merged in."""
-    from peft import PeftModel
-
+    """Replace a PEFT LoRA folder's adapter files by its base model with the LoRA merged in
+    (methods/lora.py's export_merged writes the transformers folder)."""
+    from tailorlm.methods.artifact import load_adapter
+    from tailorlm.methods.lora import export_merged
     from tailorlm.models import load_backend
 
     backend = load_backend(base.get("name") or base.get("source"),
@@ -101,8 +102,10 @@ def merge_lora(folder: Path, base: dict) -> None:
         raise TailorError(f"the base model {base.get('name')} now has weights sha256 "
                           f"{backend.sha256[:12]}, not {base['sha256'][:12]} as when the LoRA was "
                           f"fitted: export without --merged")
-    model = PeftModel.from_pretrained(backend.model, str(folder)).merge_and_unload()
-    for name in (PEFT_CONFIG, "adapter_model.safetensors"):
-        (folder / name).unlink()
-    model.save_pretrained(folder)
-    backend.tokenizer.save_pretrained(folder)
+    merged = export_merged(load_adapter(folder), backend,
+                           folder.parent / f".merged-{uuid.uuid4().hex[:8]}")
+    for name in (PEFT_CONFIG, "adapter_model.safetensors", "adapter.json"):
+        (folder / name).unlink()  # a transformers folder now, no longer an adapter to load
+    for path in merged.iterdir():
+        os.replace(path, folder / path.name)
+    merged.rmdir()

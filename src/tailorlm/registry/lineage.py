@@ -58,7 +58,11 @@ def lineage_of(card: dict, adapter: dict, *, comparison: dict | None = None,
     if comparison:
         metrics = {**metrics, **comparison.get("metrics", {})}
         costs = {**{k: v for k, v in comparison.get("costs", {}).items()}, **costs}
-    return {"base": base_of(card), "data": data_of(card),
+    base = base_of(card)
+    if comparison and comparison.get("model") and not isinstance(card.get("base_model"), dict) \
+            and not card.get("model"):  # a runner's card: the comparison names the model asked for
+        base["name"] = comparison["model"]
+    return {"base": base, "data": data_of(card),
             "recipe": recipe_of(card, adapter, comparison),
             "comparison": comparison, "metrics": metrics, "costs": costs, "parent": parent}
 
