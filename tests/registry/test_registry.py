@@ -190,3 +190,18 @@ def test_a_hybrids_parts_are_stored_once(reg, tmp_path):
     stored = sum(reg.store.path(d).stat().st_size for d in reg.store.all_digests())
     assert stored == sum(blobs_before.values()) + new_bytes  # nothing stored twice
     assert reg.load("hybrid:2").variants.keys() == {"acme", "globex", "initech"}
+
+
+def test_export_of_a_text_prompt_is_its_template_and_demonstrations(reg, folders, tmp_path):
+    reg.push(folders["prompt_template"], "text")
+    dest = reg.export("text", tmp_path / "out")
+    prompt = json.loads((dest / "prompt.json").read_text())
+    assert prompt["method"] == "prompt_template" and prompt["template"]["name"] == "text_label"
+    assert prompt["labels"] == ["negative", "positive"] and prompt["demonstrations"] == []
+    files = json.loads((dest / "registry.json").read_text())["files"]
+    assert set(files) == {"adapter.json", "card.json"}
+    with pytest.raises(TailorError, match="exists and is not empty"):
+        reg.export("text", dest)
+    with pytest.raises(TailorError, match="holds no LoRA"):
+        reg.export("text", tmp_path / "merged", merged=True)
+    assert not (tmp_path / "merged").exists()
