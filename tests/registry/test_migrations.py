@@ -43,3 +43,15 @@ def test_blank_registry_gets_every_migration(tmp_path):
                                                "'table'")}
         assert {"versions", "files", "aliases", "alias_log", "data"} <= tables
         assert reg.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_what_is_written_once_cannot_be_changed(reg, folders):
+    import pytest
+
+    reg.push(folders["prompt_template"], "fixed", alias="production")
+    for sql in ("UPDATE versions SET method = 'x'", "DELETE FROM versions",
+                "UPDATE files SET sha256 = 'x'", "DELETE FROM files",
+                "UPDATE alias_log SET to_version = 9", "DELETE FROM alias_log"):
+        with pytest.raises(sqlite3.IntegrityError, match="immutable|append-only"):
+            reg.db.execute(sql)
+    assert reg.verify()["ok"]

@@ -12,6 +12,7 @@ committed database of the first schema, tests/registry/data/, checks the whole c
     alias_log  every alias move, appended: from, to, when, who, why, and which move a rollback undid
     data       (v2) (version, role) -> the rows it was fitted ("train") or evaluated ("test") on,
                as a blob, and their Task.fingerprint()
+    (v3)       triggers: versions, files, data and the alias log refuse UPDATE and DELETE
 """
 
 from __future__ import annotations
@@ -76,6 +77,26 @@ MIGRATIONS: list[str] = [
     CREATE INDEX data_sha256 ON data (sha256);
     ALTER TABLE alias_log ADD COLUMN undoes INTEGER;
     """,
+    # 3: what is written once stays: versions, their files and data, and the alias log refuse
+    # UPDATE and DELETE (only `aliases`, the pointers, change)
+    """
+    CREATE TRIGGER versions_immutable BEFORE UPDATE ON versions
+        BEGIN SELECT RAISE(ABORT, 'versions are immutable'); END;
+    CREATE TRIGGER versions_kept BEFORE DELETE ON versions
+        BEGIN SELECT RAISE(ABORT, 'versions are immutable'); END;
+    CREATE TRIGGER files_immutable BEFORE UPDATE ON files
+        BEGIN SELECT RAISE(ABORT, 'versions are immutable'); END;
+    CREATE TRIGGER files_kept BEFORE DELETE ON files
+        BEGIN SELECT RAISE(ABORT, 'versions are immutable'); END;
+    CREATE TRIGGER data_immutable BEFORE UPDATE ON data
+        BEGIN SELECT RAISE(ABORT, 'versions are immutable'); END;
+    CREATE TRIGGER data_kept BEFORE DELETE ON data
+        BEGIN SELECT RAISE(ABORT, 'versions are immutable'); END;
+    CREATE TRIGGER alias_log_append_only BEFORE UPDATE ON alias_log
+        BEGIN SELECT RAISE(ABORT, 'the alias log is append-only'); END;
+    CREATE TRIGGER alias_log_kept BEFORE DELETE ON alias_log
+        BEGIN SELECT RAISE(ABORT, 'the alias log is append-only'); END;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -94,6 +115,19 @@ def connect(path) -> sqlite3.Connection:
     return conn
 
 
+def statements(script: str) -> list[str]:
+    """A script's statements, one by one (a trigger's body holds ';' too): executescript would
+    commit the migration's transaction before running it."""
+    out, buffer = [], ""
+    for piece in script.split(";"):
+        buffer += piece + ";"
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip(" \n;"):
+                out.append(buffer.strip())
+            buffer = ""
+    return out
+
+
 def migrate(conn: sqlite3.Connection) -> int:
     """Bring the index to SCHEMA_VERSION; returns the version it had."""
     was = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -107,9 +141,8 @@ def migrate(conn: sqlite3.Connection) -> int:
             if conn.execute("PRAGMA user_version").fetchone()[0] != number:
                 conn.execute("ROLLBACK")
                 continue
-            for statement in MIGRATIONS[number].split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            for statement in statements(MIGRATIONS[number]):
+                conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {number + 1}")
             conn.execute("COMMIT")
         except BaseException:
