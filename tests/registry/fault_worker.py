@@ -1,10 +1,11 @@
 """The two programs of the registry's fault test (test_fault.py).
 
-    python fault_worker.py writer ROOT TEMPLATE SEED     pushes versions and moves aliases in a
-                                                         loop until it is killed
-    python fault_worker.py reader ROOT LOG STOP          resolves fault@production and loads its
-                                                         adapter until STOP exists; every version
-                                                         it saw, or any problem, goes to LOG
+    python fault_worker.py writer ROOT TEMPLATE SEED   push versions and move aliases in a loop
+                                                       until killed (no torch: starts at once)
+    reader(ROOT, LOG, STOP)                            forked by the test (torch already
+                                                       imported): resolve fault@production and
+                                                       load its adapter until STOP exists; the
+                                                       versions it saw, or any problem, to LOG
 """
 
 from __future__ import annotations
@@ -59,8 +60,8 @@ def reader(root: Path, log: Path, stop: Path) -> None:
 
     reg = Registry(root)
     seen, problems = set(), []
-    print("ready", flush=True)
     while not stop.exists():
+        time.sleep(0.005)  # four readers on two cores: leave the writer some time
         try:
             version = reg.resolve(f"{NAME}@production")
         except TailorError:  # no version yet
@@ -85,8 +86,5 @@ def reader(root: Path, log: Path, stop: Path) -> None:
 
 
 if __name__ == "__main__":
-    kind, *args = sys.argv[1:]
-    if kind == "writer":
-        writer(Path(args[0]), Path(args[1]), int(args[2]))
-    else:
-        reader(Path(args[0]), Path(args[1]), Path(args[2]))
+    args = sys.argv[2:]  # argv[1] == "writer"
+    writer(Path(args[0]), Path(args[1]), int(args[2]))

@@ -11,6 +11,7 @@ a complete version, and no reader ever met a version that was not whole.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import random
 import signal
@@ -19,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from registry.fault_worker import reader
 from tailorlm.methods.artifact import load_adapter
 from tailorlm.registry import Registry
 
@@ -37,10 +39,12 @@ def spawn(*args, stderr: Path) -> subprocess.Popen:
 def test_writer_killed_at_random_points(folders, tmp_path):
     root, stop = tmp_path / "registry", tmp_path / "stop"
     Registry(root).close()
-    readers = [spawn("reader", root, tmp_path / f"reader{i}.json", stop,
-                     stderr=tmp_path / f"reader{i}.err") for i in range(4)]
-    for r in readers:  # torch imported: they read from the first push on
-        assert r.stdout.readline().strip() == "ready"
+    # readers are forked from this process, which has imported torch already: they start at once
+    fork = multiprocessing.get_context("fork")
+    readers = [fork.Process(target=reader, args=(root, tmp_path / f"reader{i}.json", stop))
+               for i in range(4)]
+    for r in readers:
+        r.start()
     rng = random.Random(0)
     killed_mid_write = 0
     try:
@@ -55,8 +59,9 @@ def test_writer_killed_at_random_points(folders, tmp_path):
             assert writer.wait() == -signal.SIGKILL, err.read_text()  # it was still running
     finally:
         stop.touch()
-        for i, r in enumerate(readers):
-            assert r.wait(timeout=120) == 0, (tmp_path / f"reader{i}.err").read_text()
+        for r in readers:
+            r.join(timeout=120)
+            assert r.exitcode == 0
     logs = [json.loads((tmp_path / f"reader{i}.json").read_text()) for i in range(4)]
 
     with Registry(root) as reg:
