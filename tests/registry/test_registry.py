@@ -205,3 +205,19 @@ def test_export_of_a_text_prompt_is_its_template_and_demonstrations(reg, folders
     with pytest.raises(TailorError, match="holds no LoRA"):
         reg.export("text", tmp_path / "merged", merged=True)
     assert not (tmp_path / "merged").exists()
+
+
+def test_a_checkout_written_into_is_made_again(reg, folders):
+    from tailorlm.methods.artifact import write_json_atomic
+
+    v = reg.push(folders["lora"], "co")
+    folder = reg.path(v)
+    assert folder.stat().st_mode & 0o222 == 0  # its folders are read-only too
+    folder.chmod(0o755)  # as root, or after a chmod: a change no permission stopped
+    write_json_atomic(folder / "card.json", {"changed": True})
+    (folder / "extra.txt").write_text("x")
+    again = reg.path(v)
+    assert again == folder and not (again / "extra.txt").exists()
+    assert load_card(again) == json.loads(reg.store.read_bytes(
+        dict((p, d) for p, d, _ in reg.files(v))["card.json"]))
+    assert reg.verify()["ok"]  # the blobs were never touched

@@ -130,7 +130,12 @@ class BlobStore:
             raise TailorError(f"{manifest_digest!r} is not a sha256 digest")
         target = self.checkouts / manifest_digest
         if target.is_dir():
-            return target
+            if self._intact(target, files):
+                return target
+            # someone wrote into it (its folders are read-only, but not to root): set it aside
+            aside = self.checkouts / f".tmp-damaged-{os.getpid()}-{uuid.uuid4().hex}"
+            os.rename(target, aside)
+            remove_tree(aside)
         tmp = self.checkouts / f".tmp-{os.getpid()}-{uuid.uuid4().hex}"
         tmp.mkdir()
         try:
@@ -144,6 +149,8 @@ class BlobStore:
                     os.link(self.path(digest), dest)  # read-only, the same inode as the blob
                 except OSError:
                     shutil.copyfile(self.path(digest), dest)
+            for folder in sorted({p for p in tmp.rglob("*") if p.is_dir()} | {tmp}, reverse=True):
+                os.chmod(folder, 0o555)  # nothing is added to or removed from a version
             try:
                 os.rename(tmp, target)
             except OSError:  # another reader made it first: theirs is as good as ours
@@ -151,5 +158,29 @@ class BlobStore:
                     raise
         finally:
             if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+                remove_tree(tmp)
         return target
+
+    def _intact(self, folder: Path, files: list[tuple[str, str]]) -> bool:
+        """The checkout holds exactly the version's files, each still a link to its blob: a check
+        by listing, without hashing. (Where links were not possible it is made again each time.)"""
+        expected = {rel: digest for rel, digest in files}
+        present = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file()}
+        if set(present) != set(expected):
+            return False
+        for rel, path in present.items():
+            blob = self.path(expected[rel])
+            st, bt = path.stat(), blob.stat() if blob.exists() else None
+            if bt is None or (st.st_ino, st.st_dev) != (bt.st_ino, bt.st_dev):
+                return False
+        return True
+
+
+def remove_tree(path: Path) -> None:
+    """rmtree for a checkout, whose folders are read-only."""
+    for folder in [path, *(p for p in path.rglob("*") if p.is_dir())]:
+        try:
+            os.chmod(folder, 0o755)
+        except OSError:
+            pass
+    shutil.rmtree(path, ignore_errors=True)

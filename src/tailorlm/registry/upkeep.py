@@ -20,6 +20,7 @@ import shutil
 import time
 
 from tailorlm.errors import TailorError
+from tailorlm.registry.store import remove_tree
 
 STALE_SECONDS = 3600  # checkouts half-made by a reader that died: removed once this old
 
@@ -97,7 +98,7 @@ def _collect(reg) -> dict:
         stale = path.name.startswith(".tmp-") and time.time() - path.stat().st_mtime > \
             STALE_SECONDS
         if stale or (not path.name.startswith(".") and path.name not in manifests):
-            shutil.rmtree(path, ignore_errors=True)
+            remove_tree(path)
             checkouts += 1
     return {"blobs_removed": removed, "bytes_freed": freed, "unfinished_writes": leftovers,
             "checkouts_removed": checkouts}
