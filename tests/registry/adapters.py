@@ -19,8 +19,9 @@ CONFIGS = {
 
 def card(backend, task, metrics=None, base_name: str = "tiny") -> dict:
     """A card in the one card format (methods/artifact.py)."""
-    return {"base_model": {"name": base_name, "identity": backend.identity, "sha256": backend.sha256,
-                           "variant": "random float32", "dtype": "float32", "source": backend.path},
+    return {"base_model": {"name": base_name, "identity": backend.identity,
+                           "sha256": backend.sha256, "variant": "random float32",
+                           "dtype": "float32", "source": backend.path},
             "task": {"name": task.name, "kind": task.kind, "labels": task.labels,
                      "verbalizer": task.verbalizer, "description": task.description},
             "data": {"train_sha256": task.fingerprint(), "val_sha256": None, "test_sha256": None,
@@ -35,7 +36,8 @@ def fit_folder(method: str, folder: Path, backend=None, seed: int = 0, base_name
     task = task or sentiment_task(4)
     spec = get_method(method)
     config = spec.config.from_dict({**CONFIGS[method], **overrides})
-    adapter = spec.fit(backend, task, None, config, seed=seed, work_dir=folder.parent / f".work-{folder.name}")
+    adapter = spec.fit(backend, task, None, config, seed=seed,
+                       work_dir=folder.parent / f".work-{folder.name}")
     c = card(backend, task, base_name=base_name)
     c["recipe"] = {"method": method, "config": config.to_dict(), "seed": seed, "k": None,
                    "plan": None}

@@ -1,4 +1,4 @@
-"""The adapter registry: versions, aliases with history, rollback, lineage (registry/registry.py)."""
+"""The adapter registry: versions, aliases with history, rollback, lineage (see registry.py)."""
 
 from tailorlm.registry.comparison import register_comparison
 from tailorlm.registry.names import Ref, parse_ref
