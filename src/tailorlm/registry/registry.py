@@ -1,6 +1,6 @@
 """The adapter registry: immutable versions, aliases with history, lineage.
 
-    reg = Registry()                                   $TAILORLM_REGISTRY, else $TAILORLM_HOME/..
+    reg = Registry()                                   the default store (default_root)
     v = reg.push("runs/t/adapters/lora-k16-s0", "support-router", alias="staging")
     reg.alias("support-router", "production", 3, expect=2)      compare-and-swap
     reg.rollback("support-router", "production")                where it pointed before
