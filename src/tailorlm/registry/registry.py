@@ -38,6 +38,9 @@ from tailorlm.registry.names import Ref, check_alias, check_name, parse_ref
 from tailorlm.registry.store import BlobStore, check_relpath
 
 INDEX = "index.sqlite"
+# lineage keys `diff` leaves out: the comparison's copy of what recipe, metrics and costs show
+REPEATED = ("comparison.plan", "comparison.config", "comparison.costs", "comparison.metrics",
+            "comparison.score", "comparison.seed", "comparison.k", "comparison.method")
 LOCK = "write.lock"
 
 
@@ -343,7 +346,7 @@ class Registry:
         fa, fb = flat(va.lineage), flat(vb.lineage)
         fa["method"], fb["method"] = va.method, vb.method
         return [(k, fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb))
-                if fa.get(k) != fb.get(k) and not k.startswith("comparison.plan")]
+                if fa.get(k) != fb.get(k) and not k.startswith(REPEATED)]
 
     # -- upkeep ---------------------------------------------------------------------------------
 
