@@ -221,3 +221,15 @@ def test_a_checkout_written_into_is_made_again(reg, folders):
     assert load_card(again) == json.loads(reg.store.read_bytes(
         dict((p, d) for p, d, _ in reg.files(v))["card.json"]))
     assert reg.verify()["ok"]  # the blobs were never touched
+
+
+def test_register_comparison_says_what_is_missing(reg, tmp_path):
+    with pytest.raises(TailorError, match="holds no finished comparison"):
+        reg.register_comparison(tmp_path, "x")
+    (tmp_path / "results.jsonl").write_text("")
+    (tmp_path / "report.json").write_text(json.dumps({"recommendation": {"method": None}}))
+    with pytest.raises(TailorError, match="recommends no method"):
+        reg.register_comparison(tmp_path, "x")
+    with pytest.raises(TailorError, match="name 'X' is not valid"):
+        reg.register_comparison(tmp_path, "X")
+    assert reg.versions() == []

@@ -118,7 +118,7 @@ def _data(plan: dict | None, row: dict, card: dict) -> dict | None:
         sizes = plan.get("resolved") or {}
         test = evaluation_subset(test, sizes.get("max_test"), seed=0)
         shots = k_per_class(train, row["k"], row.get("seed", 0)) if row.get("k") else train
-    except (TailorError, OSError, KeyError, ValueError):
+    except Exception:  # files moved or changed since: the version is kept without its rows
         return None
     if shots.fingerprint() != data_of(card).get("train_sha256"):
         return None

@@ -364,6 +364,13 @@ class Registry:
 
         return gc(self, wait=wait)
 
+    def register_comparison(self, out: str | Path, name: str, *, alias: str = "candidate",
+                            reason: str = "") -> Version:
+        """The recommended adapter of the comparison in OUT, as the next version of NAME."""
+        from tailorlm.registry.comparison import register_comparison
+
+        return register_comparison(out, name, registry=self, alias=alias, reason=reason)
+
     def export(self, ref: str, dest: str | Path, *, merged: bool = False) -> Path:
         from tailorlm.registry.export import export
 
