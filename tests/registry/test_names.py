@@ -44,3 +44,26 @@ def test_names_and_aliases():
     for bad in ("a b", "ä", "a\nb", None, 3):
         with pytest.raises(TailorError):
             check_name(bad)
+
+
+BAD = ["../x", "a/b", "router@", "x" * 200, "Router", "a\x00b"]
+
+
+@pytest.mark.parametrize("bad", BAD)
+def test_the_api_refuses_bad_names_and_changes_nothing(reg, folders, tmp_path, bad):
+    reg.push(folders["prompt_template"], "router", alias="production")
+    before = (list(reg.db.iterdump()), sorted(reg.store.all_digests()),
+              sorted(p.name for p in reg.store.checkouts.iterdir()))
+    calls = [lambda: reg.push(folders["lora"], bad), lambda: reg.push(folders["lora"], "router",
+                                                                       alias=bad),
+             lambda: reg.resolve(bad), lambda: reg.alias(bad, "production", 1),
+             lambda: reg.alias("router", bad, 1), lambda: reg.rollback("router", bad),
+             lambda: reg.history(bad), lambda: reg.diff(bad, "router:1"),
+             lambda: reg.export(bad, tmp_path / "out"), lambda: reg.path(bad)]
+    for call in calls:
+        with pytest.raises(TailorError) as e:
+            call()
+        assert "\n" not in str(e.value) and "\x00" not in str(e.value)
+    assert (list(reg.db.iterdump()), sorted(reg.store.all_digests()),
+            sorted(p.name for p in reg.store.checkouts.iterdir())) == before
+    assert not (tmp_path / "out").exists()
