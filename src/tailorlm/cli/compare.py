@@ -57,6 +57,8 @@ def add_parser(commands) -> None:
                      "(data.variant_field; refused when the plan has no hybrid)")
     add_constraint_args(p)
     p.add_argument("--out", required=True, help="folder for results.jsonl, adapters and reports")
+    p.add_argument("--register", metavar="NAME", help="push the recommended adapter to the "
+                   "registry as NAME:N with alias candidate")
     p.set_defaults(run=run_command)
 
     r = commands.add_parser(
@@ -167,6 +169,10 @@ def run_command(args) -> int:
     from tailorlm.compare.report import summary_table
     from tailorlm.compare.summary import write_reports
 
+    if args.register:  # a bad name fails now, not after the comparison
+        from tailorlm.registry.names import check_name
+
+        check_name(args.register)
     plan = build(args)
     load_data(plan)  # a bad file or metric fails here, with its line, before the model loads
     run_plan(plan, args.out, on_event=_progress(time.perf_counter()),
@@ -175,6 +181,11 @@ def run_command(args) -> int:
     print(summary_table(summary))
     print(f"reports: {args.out}/report.md, report.html, report.json; "
           f"results: {args.out}/results.jsonl")
+    if args.register:
+        from tailorlm.registry import register_comparison
+
+        version = register_comparison(args.out, args.register)
+        print(f"registered: {version.ref} ({version.method}) @candidate")
     return 0
 
 
