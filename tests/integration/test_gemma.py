@@ -49,7 +49,7 @@ def test_gemma_reads_bos_first_and_scores_as_a_plain_forward(gemma):
     assert gemma.variant == "GGUF Q4_K_M dequantized to float32"
     assert gemma.bos_ids == [gemma.tokenizer.bos_token_id] == [2]
 
-    task = rows(3)
+    task = rows(2)
     adapter = PromptAdapter("prompt_template", None, task, CLASSIFICATION["text_label"])
     prompts = [adapter.prompt(e) for e in task.examples]
     labels = adapter.continuations(task)
@@ -69,10 +69,10 @@ def test_gemma_reads_bos_first_and_scores_as_a_plain_forward(gemma):
 
 
 def test_gemma_evaluates_a_few_rows(gemma):
-    task = rows(24)
+    task = rows(12)
     adapter = PromptAdapter("prompt_template", None, task, CLASSIFICATION["text_label"])
-    result = evaluate(gemma, adapter, task, latency_queries=5)
-    assert result.n_eval == 24 and 0.0 <= result.score <= 1.0
-    assert result.label_scores.shape == (24, len(task.labels))
+    result = evaluate(gemma, adapter, task, latency_queries=2)
+    assert result.n_eval == 12 and 0.0 <= result.score <= 1.0
+    assert result.label_scores.shape == (12, len(task.labels))
     assert result.prompt_tokens_per_query == pytest.approx(np.mean(
         [len(gemma.tokenizer(adapter.prompt(e).text)["input_ids"]) for e in task.examples]))
