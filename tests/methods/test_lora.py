@@ -14,7 +14,7 @@ from tailorlm.engine.train import collate
 from tailorlm.errors import TailorError
 from tailorlm.methods import get_method
 from tailorlm.methods.artifact import load_adapter, save_adapter
-from tailorlm.methods.lora import RANKS, LoraConfig, export_merged
+from tailorlm.methods.lora import LoraConfig, export_merged, max_lora_rank
 from tailorlm.methods.templates import resolve
 from tailorlm.methods.trainable import encode_rows
 
@@ -67,8 +67,9 @@ def saved(fitted, tmp_path_factory):
 
 def test_config_validates_and_says_how_to_fix():
     assert LoraConfig().lr == 1e-3 and LoraConfig().target_modules == SEVEN
-    with pytest.raises(TailorError, match=r"r must be one of 1, 8, 16, 32, 64, 128, 256"):
-        LoraConfig(r=5)
+    with pytest.raises(TailorError, match=r"r must be a whole number >= 1"):
+        LoraConfig(r=0)
+    assert LoraConfig(r=5).r == 5  # any rank trains; the card says what serving it needs
     with pytest.raises(TailorError, match="alpha"):
         LoraConfig(alpha=0)
     with pytest.raises(TailorError, match="dropout"):
@@ -79,7 +80,8 @@ def test_config_validates_and_says_how_to_fix():
         LoraConfig.from_dict({"rank": 8})
     assert LoraConfig(target_modules="q_proj, v_proj").target_modules == ["q_proj", "v_proj"]
     assert LoraConfig.from_dict({"target_modules": "all-linear"}).target_modules == "all-linear"
-    assert set(RANKS) == {1, 8, 16, 32, 64, 128, 256}
+    assert [max_lora_rank(r) for r in (1, 8, 9, 24, 256, 300, 512, 513)] == \
+        [8, 8, 16, 32, 256, 320, 512, None]
 
 
 def test_unknown_target_modules_is_a_user_error():
@@ -119,7 +121,7 @@ def test_folder_holds_exactly_the_peft_files_vllm_accepts(fitted, saved):
         "adapter.json", "adapter_config.json", "adapter_model.safetensors", "card.json"]
     cfg = json.loads((saved / "adapter_config.json").read_text())
     assert cfg["peft_type"] == "LORA" and cfg["task_type"] == "CAUSAL_LM"
-    assert cfg["r"] in RANKS and cfg["r"] == 8 and cfg["lora_alpha"] == 16
+    assert cfg["r"] == 8 and cfg["lora_alpha"] == 16
     assert cfg["bias"] == "none" and cfg["use_dora"] is False
     assert cfg["modules_to_save"] is None and cfg["inference_mode"] is True
     assert cfg["base_model_name_or_path"] == backend.identity == "test/tiny-llama"

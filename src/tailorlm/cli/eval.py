@@ -12,7 +12,8 @@ def add_parser(commands) -> None:
         "eval", help="evaluate a saved adapter on a test file",
         description="Load the adapter and the base model named in its card, score it on the test "
         "file (read with the adapter's label set) and print the score and per-query cost.")
-    p.add_argument("--adapter", required=True, help="an adapter folder (tailor tune --out)")
+    p.add_argument("--adapter", required=True, help="an adapter folder (tailor tune --out, or "
+                   "OUT/adapters/<run> of tailor compare, or a hybrid's part)")
     p.add_argument("--test", required=True, help="test file: .jsonl, .csv, .tsv, .parquet or "
                    "hf:NAME:split")
     add_field_args(p.add_argument_group("data"))
@@ -34,8 +35,8 @@ def run(args) -> int:
     try:
         task = load_card(args.adapter)["task"]
     except (OSError, ValueError, KeyError):
-        raise TailorError(f"{args.adapter} is not an adapter folder written by tailor tune "
-                          f"(no readable card.json with its task)") from None
+        raise TailorError(f"{args.adapter} is not an adapter folder written by tailor tune or "
+                          f"tailor compare (no readable card.json with its task)") from None
     test = load_like(args.test, args, kind=task["kind"], labels=task["labels"],
                      verbalizer=task["verbalizer"])
     adapter, backend, _ = load_tuned(args.adapter, model=args.model)
@@ -49,8 +50,12 @@ def run(args) -> int:
         print(json.dumps(report))
         return 0
     lo, hi = report["score_ci"]
+    latency = (f"latency p50 {report['latency_ms_p50']:.1f} ms, p95 "
+               f"{report['latency_ms_p95']:.1f} ms (one at a time), "
+               if report["latency_ms_p50"] is not None else "")
     print(f"{report['method']}: {report['metric']} {report['score']:.3f} (95% CI {lo:.3f}-"
-          f"{hi:.3f}) on {report['n_eval']} examples, {report['latency_ms_per_query']:.1f} ms and "
+          f"{hi:.3f}) on {report['n_eval']} examples; {latency}"
+          f"{report['queries_per_second']:.1f} queries/s at batch {report['eval_batch_size']}; "
           f"{report['prompt_tokens_per_query']:.0f} prompt tokens per query")
     for name, part in report.get("variants", {}).items():
         if "score" in part:

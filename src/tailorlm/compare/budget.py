@@ -81,9 +81,10 @@ def probe(backend, train: Task, test: Task) -> Probe:
         generate(backend, prompts, stop=())
         seconds = max(time.perf_counter() - start, 1e-3)
     else:
-        evaluate(backend, adapter, rows.with_examples(rows.examples[:2]))  # warm up
+        evaluate(backend, adapter, rows.with_examples(rows.examples[:2]),
+                 latency_queries=0)  # warm up; throughput only, no one-at-a-time latency
         start = time.perf_counter()
-        n_tokens = evaluate(backend, adapter, rows).tokens
+        n_tokens = evaluate(backend, adapter, rows, latency_queries=0).tokens
         seconds = max(time.perf_counter() - start, 1e-3)
     texts = [template.render_query(train, e.input) + " " + e.target for e in train.examples[:64]]
     row_tokens = sum(len(backend.encode(t)) for t in texts) / max(len(texts), 1)

@@ -35,14 +35,14 @@ from pathlib import Path
 import numpy as np
 
 from tailorlm.compare.sensitivity import measure
-from tailorlm.compare.tune import train_costs, with_group_scores
+from tailorlm.compare.tune import eval_costs, fit_seconds, train_costs, with_group_scores
 from tailorlm.data.sample import k_per_class, split
 from tailorlm.data.task import Task
 from tailorlm.engine.cost import CostMeter, dir_bytes
 from tailorlm.engine.evaluate import evaluate, quick_score
 from tailorlm.engine.predictions import per_row, test_rows, write_predictions
-from tailorlm.methods.artifact import load_adapter, save_adapter
 from tailorlm.methods.contract import fitted_rows, held_out_rows
+from tailorlm.methods.artifact import build_card, load_adapter, save_adapter
 from tailorlm.methods.index import get_method
 from tailorlm.methods.selection import validation_subset
 from tailorlm.models.backend import Backend
@@ -175,10 +175,17 @@ def _run_one(backend, train, test, run: Run, spec, config, out: Path, metric, va
                            work_dir=out / "work" / run.slug, resume=True)
     result = evaluate(backend, adapter, test, metric=metric, seed=run.seed)
     adapter_dir = out / "adapters" / run.slug
-    card = {"base_model": backend.identity, "base_model_sha256": backend.sha256,
-            "base_model_source": backend.path, "train_sha256": shots.fingerprint(),
-            "metrics": {result.metric: result.score}, "costs": {
-                "fit_seconds": fit_cost.seconds, "eval_seconds": result.seconds}}
+    # the run's own memory: the peak of fit and evaluation minus the RSS before the fit
+    own_peak = max(fit_cost.peak_rss_mb, result.rss_before_mb + result.peak_rss_mb) \
+        - fit_cost.start_rss_mb
+    costs = {"fit_seconds": fit_seconds(adapter, fit_cost.seconds), "peak_rss_mb": own_peak,
+             "rss_before_mb": fit_cost.start_rss_mb, **eval_costs(result)}
+    card = build_card(adapter, backend, shots, train=shots, val=val, test=test,
+                      metrics={result.metric: result.score,
+                               f"{result.metric}_ci": list(result.score_ci)},
+                      costs={**costs, "trainable_params": adapter.trainable_params,
+                             "total_params": backend.total_params,
+                             **train_costs(adapter, backend)}, seed=run.seed, k=run.k)
     save_adapter(adapter, adapter_dir, card)
     # tokens, FLOPs and optimizer memory of methods that train; a hybrid's variants (scored
     # on the test set per variant) and its bytes against one LoRA per variant
@@ -188,14 +195,10 @@ def _run_one(backend, train, test, run: Run, spec, config, out: Path, metric, va
         "method": run.method, "family": spec.family, "side": spec.side, "where": "local",
         "model": backend.name, "task": test.name, "role": run.role,
         "metric": result.metric, "score": result.score, "score_ci": list(result.score_ci),
-        "n_eval": result.n_eval, "fit_seconds": fit_cost.seconds,
-        "eval_seconds": result.seconds,
-        "peak_rss_mb": max(fit_cost.peak_rss_mb, result.peak_rss_mb),
+        "n_eval": result.n_eval, **costs,
         "trainable_params": adapter.trainable_params, "total_params": backend.total_params,
         "artifact_bytes": dir_bytes(adapter_dir),
-        "prompt_tokens_per_query": result.prompt_tokens_per_query,
-        "latency_ms_per_query": result.latency_ms_per_query,
-        "eval_tokens": result.tokens, "seed": run.seed, "k": run.k, "n_train": len(shots),
+        "seed": run.seed, "k": run.k, "n_train": len(shots),
         "config": config.to_dict(), "adapter": str(adapter_dir),
         "base_model": backend.identity, "base_model_sha256": backend.sha256,
         "dtype": str(backend.dtype).removeprefix("torch."),

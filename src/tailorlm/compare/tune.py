@@ -5,10 +5,16 @@
     adapter, backend, card = load_tuned("adapters/a")        the adapter and its own base model
     evaluate(backend, adapter, test) ; eval_report(...)
 
-The card records what the adapter was made from and what it cost: the base model (the name the
-user gave, its hub identity, the hash of its weights), the task's labels and words (so a test file
-is read with the same label set), the data hashes, validation metrics, and the fit's costs.
-Training FLOPs are estimated as 6·N·T (engine/cost.py), N the base's parameters, T tokens seen.
+The card (methods/artifact.py `build_card`, the same one `tailor compare` writes) records what the
+adapter was made from and what it cost: the base model (the name the user gave, its hub identity,
+the hash and variant of its weights), the task's labels and words (so a test file is read with the
+same label set), the data hashes, validation metrics, and the fit's costs:
+
+    fit_seconds     the whole fit, across resumes: this call's wall time, or the training loop's
+                    total over every run of it (checkpoints carry it), whichever is larger; a
+                    resume after a finished fit keeps the card's earlier figure
+    peak_rss_mb     the fit's own memory: its peak RSS minus rss_before_mb, the RSS it started at
+    train_flops     4·N·T + 6·N_tr·T for a frozen base, 6·N·T for full fine-tuning (engine/cost.py)
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ from tailorlm.data.task import Task
 from tailorlm.engine.cost import CostMeter, dir_bytes, train_flops
 from tailorlm.engine.evaluate import Evaluation, evaluate
 from tailorlm.errors import TailorError
-from tailorlm.methods.artifact import load_adapter, load_card, save_adapter, update_card
+from tailorlm.methods.artifact import (CARD_FILE, build_card, card_base_model, load_adapter,
+                                       load_card, save_adapter, update_card)
 from tailorlm.methods.index import get_method
 from tailorlm.models.backend import Backend
 
@@ -50,11 +57,32 @@ def train_costs(adapter, backend: Backend) -> dict:
     out = {}
     if report.get("tokens_seen"):
         out["train_tokens"] = int(report["tokens_seen"])
-        out["train_flops"] = train_flops(backend.total_params, out["train_tokens"])
+        out["train_flops"] = train_flops(backend.total_params, out["train_tokens"],
+                                         adapter.trainable_params)
     if report.get("optimizer_bytes"):
         out["optimizer_bytes"] = int(report["optimizer_bytes"])
     out.update({k: report[k] for k in PART_KEYS if k in report})
     return out
+
+
+def fit_seconds(adapter, wall: float) -> float:
+    """The whole fit's seconds across resumes: `wall` (this call) or the training loop's total
+    over every run of it, which its checkpoints carry (`train_seconds`), whichever is larger.
+    Setup outside the loop in runs that were killed is not counted."""
+    report = getattr(adapter, "train_result", None) or {}
+    return max(float(wall), float(report.get("train_seconds") or 0.0))
+
+
+def eval_costs(result: Evaluation) -> dict:
+    """What an evaluation measured, as card and result-row fields (docs/report-schema.md)."""
+    return {"eval_seconds": result.seconds, "queries_per_second": result.queries_per_second,
+            "eval_batch_size": result.batch_size,
+            "latency_ms_p50": result.latency_ms_p50, "latency_ms_p95": result.latency_ms_p95,
+            "latency_queries": result.latency_queries,
+            "latency_ms_per_query": result.latency_ms_per_query,
+            "prompt_tokens_per_query": result.prompt_tokens_per_query,
+            "generated_tokens_per_query": result.generated_tokens_per_query,
+            "eval_tokens": result.tokens, "eval_flops": result.eval_flops}
 
 
 def with_group_scores(costs: dict, evaluation: Evaluation) -> dict:
@@ -68,18 +96,13 @@ def with_group_scores(costs: dict, evaluation: Evaluation) -> dict:
     return {**costs, "variants": variants}
 
 
-def task_card(task: Task) -> dict:
-    return {"name": task.name, "kind": task.kind, "labels": task.labels,
-            "verbalizer": task.verbalizer, "description": task.description}
-
-
 def tune(backend: Backend, method: str, train: Task, out, *, val: Task | None = None,
          config: dict | None = None, seed: int = 0, resume: bool = False,
          model: str | None = None, metric: str | None = None) -> Tuned:
     """Fit `method` on `train`, evaluate it on `val` if given, and save it with its card to `out`.
 
     Checkpoints go to `out/.work`, kept across saves, so `resume=True` continues a killed fit (or,
-    after a finished one, trains nothing and writes the adapter again).
+    after a finished one, trains nothing and writes the adapter again, its card's costs kept).
     """
     out = Path(out)
     spec = get_method(method)
@@ -90,30 +113,41 @@ def tune(backend: Backend, method: str, train: Task, out, *, val: Task | None = 
     validation = None
     if val is not None and len(val):
         validation = evaluate(backend, adapter, val, metric=metric, seed=seed)
-    costs = {"fit_seconds": meter.seconds, "peak_rss_mb": meter.peak_rss_mb,
+    costs = {"fit_seconds": fit_seconds(adapter, meter.seconds),
+             "peak_rss_mb": meter.peak_delta_mb, "rss_before_mb": meter.start_rss_mb,
              "trainable_params": adapter.trainable_params, "total_params": backend.total_params,
              **train_costs(adapter, backend)}
-    card = {"model": model_name(model or backend.name), "base_model": backend.identity,
-            "base_model_sha256": backend.sha256, "base_model_source": backend.path,
-            "dtype": str(backend.dtype).removeprefix("torch."), "task": task_card(train),
-            "train_sha256": train.fingerprint(), "n_train": len(train), "seed": seed,
-            "val_sha256": val.fingerprint() if val is not None else None,
-            "n_val": len(val) if val is not None else 0, "costs": costs, "metrics": {}}
+    metrics = {}
     if validation is not None:
-        card["metrics"] = {validation.metric: validation.score,
-                           f"{validation.metric}_ci": list(validation.score_ci)}
+        metrics = {validation.metric: validation.score,
+                   f"{validation.metric}_ci": list(validation.score_ci)}
+        costs.update(eval_costs(validation))
+    card = build_card(adapter, backend, train, train=train, val=val, metrics=metrics,
+                      costs=costs, seed=seed, model=model)
+    if resume:
+        _keep_earlier_costs(out, card)
     save_adapter(adapter, out, card, keep=(WORK,))
     parts = {k: v for k, v in train_costs(adapter, backend).items() if k in PART_KEYS}
     if parts:  # saving measured an adapter's parts (a hybrid's bytes per variant)
-        update_card(out, {"costs": {**costs, **parts}})
+        update_card(out, {"costs": {**card["costs"], **parts}})
     return Tuned(adapter, load_card(out), out, validation)
 
 
-def model_name(name: str) -> str:
-    """A model folder as an absolute path, so `tailor eval` finds it from any directory; a catalog
-    name or hub id as it is."""
-    path = Path(name).expanduser()
-    return str(path.resolve()) if path.exists() else name
+def _keep_earlier_costs(out: Path, card: dict) -> None:
+    """A resumed fit measures only its own part: where `out` already holds the card of the same
+    recipe on the same data (a finished fit written again), its fit time and memory stay."""
+    if not (out / CARD_FILE).is_file():
+        return
+    try:
+        earlier = load_card(out)
+    except (OSError, ValueError):
+        return
+    if earlier.get("recipe") != card["recipe"] or earlier.get("data") != card["data"]:
+        return
+    for key in ("fit_seconds", "peak_rss_mb"):
+        before = (earlier.get("costs") or {}).get(key)
+        if before is not None and before > card["costs"].get(key, 0):
+            card["costs"][key] = before
 
 
 def load_tuned(directory, *, model: str | None = None, dtype: str | None = None):
@@ -125,13 +159,14 @@ def load_tuned(directory, *, model: str | None = None, dtype: str | None = None)
 
     adapter = load_adapter(directory)
     card = load_card(directory)
-    name = model or card.get("model") or card.get("base_model_source")
+    base = card_base_model(card)
+    name = model or base["name"] or base["source"]
     if not name:
         raise TailorError(f"{directory}/card.json names no base model; pass --model")
-    backend = load_backend(name, dtype=dtype or card.get("dtype", "float32"))
-    if card.get("base_model_sha256") not in (None, backend.sha256):
-        raise TailorError(f"{directory} was made on {card.get('base_model')} with weights sha256 "
-                          f"{card['base_model_sha256'][:12]}..., but {name} has "
+    backend = load_backend(name, dtype=dtype or base["dtype"] or "float32")
+    if base["sha256"] not in (None, backend.sha256):
+        raise TailorError(f"{directory} was made on {base['identity']} with weights sha256 "
+                          f"{base['sha256'][:12]}..., but {name} has "
                           f"{backend.sha256[:12]}...: use the adapter's own base model (--model)")
     return adapter, backend, card
 
@@ -139,9 +174,7 @@ def load_tuned(directory, *, model: str | None = None, dtype: str | None = None)
 def eval_report(adapter, backend: Backend, result: Evaluation, directory) -> dict:
     """What `tailor eval` prints: quality, per-query cost, and the adapter's size and parts."""
     report = {"metric": result.metric, "score": result.score, "score_ci": list(result.score_ci),
-              "n_eval": result.n_eval, "eval_seconds": result.seconds,
-              "latency_ms_per_query": result.latency_ms_per_query,
-              "prompt_tokens_per_query": result.prompt_tokens_per_query,
+              "n_eval": result.n_eval, **eval_costs(result),
               "method": adapter.method, "adapter": str(directory),
               "artifact_bytes": dir_bytes(directory) - dir_bytes(Path(directory) / WORK),
               "trainable_params": adapter.trainable_params}

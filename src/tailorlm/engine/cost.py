@@ -4,25 +4,37 @@
         for batch in loader:
             ...
             m.add_tokens(batch_tokens)
-    m.add_flops(train_flops(n_params, m.tokens))  # n_params: all of them, frozen too
-    m.seconds, m.peak_rss_mb, m.tokens, m.flops
+    m.add_flops(train_flops(n_params, m.tokens, n_trainable))
+    m.seconds, m.start_rss_mb, m.peak_rss_mb, m.peak_delta_mb, m.tokens, m.flops
 
 Time is wall-clock (`time.perf_counter`). Memory is the process's peak resident set size (RSS)
-during the phase, in MiB (2**20 bytes). Linux keeps a high-water mark, VmHWM in /proc/self/status;
+during the phase, in MiB (2**20 bytes), and the RSS when it started; a run's own memory is the
+difference, `peak_delta_mb` (the base model, loaded before, is not in it). Before reading the
+starting RSS the meter collects garbage and hands freed heap pages back to the system
+(`release_memory`: glibc's malloc_trim), so what an earlier phase freed but the allocator kept
+is not counted as this phase's baseline and then reused for free. Linux keeps a high-water mark, VmHWM in /proc/self/status;
 writing "5" to /proc/self/clear_refs resets it to the current RSS, so the mark read at the end is
 the phase's own peak. Where that write is refused, a thread samples VmRSS every 20 ms instead
 (it can miss a spike shorter than that). Off Linux, the process-lifetime peak from getrusage is used.
 
 FLOPs are estimated, not counted, with the approximation of Kaplan et al. 2020 ("Scaling Laws for
 Neural Language Models", §2.1): a forward pass costs about 2 FLOPs per parameter per token (one
-multiply and one add per weight), and the backward pass twice that, so training costs about 6·N·T
-for N parameters and T tokens. It leaves out attention over the context (2·layers·context·d_model
-per token), small while the context is short next to 12·d_model. Frozen parameters still cost the
-forward pass and the backward pass through activations, so N is the total, not the trainable count.
+multiply and one add per weight), and the backward pass twice that: 2 to carry the gradient back
+through the activations, 2 for the weights' own gradients. Frozen weights need no gradient of
+their own, but the gradient still flows back through them to whatever trains below or beside them:
+
+    evaluation                          2·N·T          (forward only)
+    full fine-tuning                    6·N·T          (every weight trains)
+    frozen base, N_tr new parameters    4·N·T + 6·N_tr·T   (LoRA, soft prompt, prefix)
+
+for N base parameters and T tokens. It leaves out attention over the context (2·layers·context·
+d_model per token), small while the context is short next to 12·d_model.
 """
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import os
 import re
 import sys
@@ -94,14 +106,32 @@ class _RssSampler:
         return max(self.peak_mb, current_rss_mb())
 
 
+def release_memory() -> None:
+    """Collect garbage and return the allocator's free heap pages to the system (glibc), so the
+    RSS read next is what the process holds, not what it once held."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim, the RSS is read as it is
+        pass
+
+
 def forward_flops(n_params: int, n_tokens: int) -> int:
     """Kaplan estimate of one forward pass over `n_tokens` tokens: 2·N·T."""
     return 2 * n_params * n_tokens
 
 
-def train_flops(n_params: int, n_tokens: int) -> int:
-    """Kaplan estimate of training on `n_tokens` tokens (forward + backward): 6·N·T."""
-    return 6 * n_params * n_tokens
+def train_flops(n_params: int, n_tokens: int, n_trainable: int | None = None) -> int:
+    """Kaplan estimate of training on `n_tokens` tokens (forward + backward).
+
+    `n_params` is the base model's parameter count. Every weight trains (full fine-tuning, or
+    `n_trainable` None or at least `n_params`): 6·N·T. A frozen base with `n_trainable` new
+    parameters beside it (LoRA, soft prompt, prefix): 4·N·T + 6·N_tr·T, since frozen weights carry
+    the gradient back (2·N·T) but need none of their own.
+    """
+    if n_trainable is None or n_trainable >= n_params:
+        return 6 * n_params * n_tokens
+    return 4 * n_params * n_tokens + 6 * n_trainable * n_tokens
 
 
 class CostMeter:
@@ -128,6 +158,7 @@ class CostMeter:
         return self.peak_rss_mb - self.start_rss_mb
 
     def __enter__(self) -> CostMeter:
+        release_memory()
         self.start_rss_mb = current_rss_mb()
         if not reset_peak_rss() and _status_kib("VmRSS") is not None:
             self._sampler = _RssSampler()
@@ -147,6 +178,7 @@ class CostMeter:
         return {
             "seconds": self.seconds,
             "peak_rss_mb": self.peak_rss_mb,
+            "start_rss_mb": self.start_rss_mb,
             "tokens": self.tokens,
             "flops": self.flops,
         }

@@ -12,7 +12,8 @@ from the cache of a shared prefix, exactly as scoring does:
     [virtual prefix (1, V)] + shared ids (1, S) ─► cache ─► expand to B rows
         ─► own ids (B, T), left-padded ─► y_1 (B,) ─► cache' + y_1 (B', 1) ─► y_2 (B',) ...
 
-The virtual prefix (a soft prompt's or a prefix adapter's key/values; none for a plain model)
+Shared ids begin with BOS where the tokenizer adds one by default (engine/prompt.py). The virtual
+prefix (a soft prompt's or a prefix adapter's key/values; none for a plain model)
 comes first, as in scoring (`scoring.shared_prefix`). Each decode step feeds one token per row
 still running (B' ≤ B: rows that stopped leave the batch and their cache) at position previous + 1,
 with a 1 appended to the attention mask. Positions are passed explicitly, so left padding inside a
@@ -21,48 +22,45 @@ batch does not shift them.
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 import torch
 
 from tailorlm.engine.prompt import Prompt
-from tailorlm.engine.scoring import _count, run_queries, shared_prefix
+from tailorlm.engine.scoring import PrefixCache, _count, grouped, run_queries
 from tailorlm.models.backend import Backend
 
 
 @torch.inference_mode()
 def generate(backend: Backend, prompts: list[Prompt], *, max_new_tokens: int = 64,
-             stop: tuple[str, ...] = ("\n",), batch_size: int = 16, on_tokens=None) -> list[str]:
+             stop: tuple[str, ...] = ("\n",), batch_size: int = 16, on_tokens=None,
+             on_generated=None, prefixes: PrefixCache | None = None) -> list[str]:
     """The greedy continuation of each prompt, cut before the first stop string and stripped.
 
-    `on_tokens(n)` is called with the number of tokens each forward pass processes (cost meter).
+    `on_tokens(n)` is called with the number of tokens each forward pass processes (cost meter);
+    `on_generated(n)` with the number of tokens each batch picked (end-of-sequence included: an
+    API bills it too). `prefixes` keeps the shared parts' caches across calls (engine/scoring.py).
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-    encode = backend.encode
     texts = [""] * len(prompts)
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i, p in enumerate(prompts):
-        groups[p.shared].append(i)
-    virtual = backend.virtual_prefix() if backend.virtual_prefix is not None else None
-    for shared, idxs in groups.items():
-        shared_cache, n_shared = shared_prefix(backend, virtual, encode(shared) if shared else [],
-                                               on_tokens)
-        own = {i: encode(prompts[i].own) for i in idxs}
-        if any(len(own[i]) == 0 for i in idxs):
-            raise ValueError("Prompt.own must not be empty: it ends right before the answer")
+    prefixes = prefixes if prefixes is not None else PrefixCache(backend)
+    for shared_ids, idxs, own in grouped(backend, prompts):
+        shared_cache, n_shared = prefixes.get(shared_ids, on_tokens)
         order = sorted(idxs, key=lambda i: len(own[i]))  # similar lengths together: less padding
         for start in range(0, len(order), batch_size):
             batch = order[start:start + batch_size]
-            outs = _generate_batch(backend, shared_cache, n_shared, [own[i] for i in batch],
-                                   max_new_tokens, stop, on_tokens)
+            outs, picked = _generate_batch(backend, shared_cache, n_shared,
+                                           [own[i] for i in batch], max_new_tokens, stop,
+                                           on_tokens)
+            if on_generated is not None:
+                on_generated(picked)
             for i, text in zip(batch, outs):
                 texts[i] = text.strip()
     return texts
 
 
 def _generate_batch(backend, shared_cache, n_shared, own_ids, max_new_tokens, stop,
-                    on_tokens) -> list[str]:
+                    on_tokens) -> tuple[list[str], int]:
+    """The batch's texts, and how many tokens it picked in all."""
     model, device, tok = backend.model, backend.device, backend.tokenizer
     eos = _eos_ids(backend)
     B = len(own_ids)
@@ -74,9 +72,11 @@ def _generate_batch(backend, shared_cache, n_shared, own_ids, max_new_tokens, st
     rows = list(range(B))  # batch row -> index into own_ids, for the rows still running
     picked: list[list[int]] = [[] for _ in range(B)]
     texts = [""] * B
+    n_picked = 0
     for step in range(max_new_tokens):
         next_ids = out.logits[:, -1].argmax(-1)  # (B',)
         keep = []
+        n_picked += len(rows)
         for r, (row, t) in enumerate(zip(rows, next_ids.tolist())):
             if t in eos:
                 continue
@@ -99,7 +99,7 @@ def _generate_batch(backend, shared_cache, n_shared, own_ids, max_new_tokens, st
         cache = out.cache
         next_pos = next_pos + 1
         _count(on_tokens, len(rows))
-    return texts
+    return texts, n_picked
 
 
 def _eos_ids(backend) -> set[int]:

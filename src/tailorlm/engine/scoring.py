@@ -13,7 +13,8 @@ share (instruction, fixed demonstrations) runs once per group of queries:
         ─► the label trie (N nodes: distinct label prefixes) as one sequence per row after
            cache', each node attending to the query and its own ancestors: later tokens
 
-The virtual prefix is the key/values that a soft prompt or a prefix adapter puts before any text
+Shared ids begin with the tokenizer's BOS where it adds one by default (Gemma; engine/prompt.py
+`encode_prompt`), so the model reads what `tokenizer(text)` gives. The virtual prefix is the key/values that a soft prompt or a prefix adapter puts before any text
 (`Backend.virtual_prefix`, V positions; none for a plain model). Every group starts from a copy
 of it and its shared ids continue at position V, so below n_shared = V + S counts both.
 
@@ -33,7 +34,7 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from tailorlm.engine.prompt import Prompt
+from tailorlm.engine.prompt import Prompt, encode_prompt
 from tailorlm.models.backend import Backend
 
 # Label-trie positions per forward, over all queries of a batch: the logits of each are a
@@ -43,12 +44,14 @@ MAX_TREE_POSITIONS = 2048
 
 @torch.inference_mode()
 def score_labels(backend: Backend, prompts: list[Prompt], continuations: list[str], *,
-                 batch_size: int = 16, on_tokens=None, share_prefix: bool = True) -> np.ndarray:
+                 batch_size: int = 16, on_tokens=None, share_prefix: bool = True,
+                 prefixes: PrefixCache | None = None) -> np.ndarray:
     """Sum of log-probabilities of each continuation after each prompt: shape (N, L), float64.
 
     `on_tokens(n)` is called with the number of tokens each forward pass processes (cost meter).
     `share_prefix=False` recomputes each prompt's shared part with its own (same token ids): the
-    baseline the prefix cache is measured against.
+    baseline the prefix cache is measured against. `prefixes` (a PrefixCache of this backend)
+    keeps the shared parts' caches across calls; by default each call computes its own.
     """
     encode = backend.encode
     labels = [encode(c) for c in continuations]
@@ -56,23 +59,53 @@ def score_labels(backend: Backend, prompts: list[Prompt], continuations: list[st
         raise ValueError("a label continuation encodes to no tokens")
     tree = LabelTree(labels)  # the same for every batch
     scores = np.zeros((len(prompts), len(labels)), dtype=np.float64)
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i, p in enumerate(prompts):
-        groups[p.shared if share_prefix else ""].append(i)
-    virtual = backend.virtual_prefix() if backend.virtual_prefix is not None else None
-    for shared, idxs in groups.items():
-        shared_cache, n_shared = shared_prefix(backend, virtual, encode(shared) if shared else [],
-                                               on_tokens)
-        own = {i: (encode(prompts[i].shared) if not share_prefix and prompts[i].shared else [])
-               + encode(prompts[i].own) for i in idxs}
-        if any(len(own[i]) == 0 for i in idxs):
-            raise ValueError("Prompt.own must not be empty: it ends right before the answer")
+    prefixes = prefixes if prefixes is not None else PrefixCache(backend)
+    for shared_ids, idxs, own in grouped(backend, prompts, share_prefix):
+        shared_cache, n_shared = prefixes.get(shared_ids, on_tokens)
         order = sorted(idxs, key=lambda i: len(own[i]))  # similar lengths together: less padding
         for start in range(0, len(order), batch_size):
             batch = order[start:start + batch_size]
             scores[batch] = _score_batch(backend, shared_cache, n_shared,
                                          [own[i] for i in batch], labels, tree, on_tokens)
     return scores
+
+
+def grouped(backend: Backend, prompts: list[Prompt], share_prefix: bool = True):
+    """(shared ids, indices, {index: own ids}) per distinct shared part, BOS included
+    (engine/prompt.py); without `share_prefix`, every prompt's ids are its own."""
+    groups: dict[tuple, tuple[list[int], dict[int, list[int]]]] = {}
+    for i, p in enumerate(prompts):
+        shared, own = encode_prompt(backend, p)
+        if not share_prefix:
+            shared, own = [], shared + own
+        if not own:
+            raise ValueError("Prompt.own must not be empty: it ends right before the answer")
+        idxs, owns = groups.setdefault(tuple(shared), ([], {}))
+        idxs.append(i)
+        owns[i] = own
+    return [(list(shared), idxs, owns) for shared, (idxs, owns) in groups.items()]
+
+
+class PrefixCache:
+    """The key/values of each distinct shared part (virtual prefix + BOS + shared text) of one
+    backend, computed once. A scoring or generation call makes its own; a caller that keeps one
+    across calls (latency, one query at a time) reuses them, as a server with prefix caching does.
+    The caches are never written to: every batch continues from a copy (`_expand`)."""
+
+    def __init__(self, backend: Backend):
+        self.backend = backend
+        self._virtual: tuple | None = None
+        self._parts: dict[tuple, tuple] = {}
+
+    def get(self, shared_ids: list[int], on_tokens=None) -> tuple[object, int]:
+        key = tuple(shared_ids)
+        if key not in self._parts:
+            if self._virtual is None:
+                vp = self.backend.virtual_prefix
+                self._virtual = (vp(),) if vp is not None else (None,)
+            self._parts[key] = shared_prefix(self.backend, self._virtual[0], shared_ids,
+                                             on_tokens)
+        return self._parts[key]
 
 
 def shared_prefix(backend: Backend, virtual, shared_ids: list[int], on_tokens=None):

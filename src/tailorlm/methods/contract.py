@@ -10,9 +10,11 @@
     adapter.adjust(logprobs) -> scores              # e.g. contextual calibration; identity by default
     save_adapter(adapter, folder)  -> adapter.json, card.json, + adapter.save_files(folder)
     load_adapter(folder)           -> spec.from_state(config, state, folder)
-    adapter.groups(task)           optional: [(name, part, indices)] for an adapter that routes
-                                   examples to parts with their own binding (a hybrid's variants);
-                                   the engine evaluates each part on its indices
+    groups_of(adapter, task)       [(name, part, indices)]: the parts that serve the examples,
+                                   each with its own binding (a hybrid's variants); one group,
+                                   the adapter itself on every index, for an adapter without parts
+    serving_of(adapter)            what a server needs to load it, for the card: {} by default;
+                                   {"max_lora_rank": 8} where a LoRA is inside (vLLM's flag)
 
 Nothing outside `methods/` asks which method it holds: the engine calls these and nothing else.
 Prompt methods change the text around the input and bind to the base unchanged. Methods that
@@ -163,3 +165,23 @@ def recalibrated(adapter, backend: Backend, task: Task):
     raw = adapter.with_bias(None)
     cf = task.with_examples(content_free_examples())
     return raw.with_bias(label_bias(label_scores(backend, raw, cf)))
+
+# -- optional Adapter methods, declared once: the engine and compare/ call these functions, never
+#    hasattr. An adapter offers `groups(task)` or `serving` only where it differs from the default.
+
+def groups_of(adapter: Adapter, task: Task) -> list[tuple[str, Adapter, list[int]]]:
+    """(name, part, indices into task.examples) per part that serves some of the examples.
+
+    An adapter made of parts with their own binding (a hybrid: one input side per variant)
+    defines `groups(task)`; any other adapter is one group of every example, named by its method.
+    """
+    own = getattr(adapter, "groups", None)
+    if own is not None:
+        return own(task)
+    return [(adapter.method, adapter, list(range(len(task.examples))))]
+
+
+def serving_of(adapter: Adapter) -> dict:
+    """What serving the adapter needs beyond the base model, for its card's `serving` key: e.g.
+    {"max_lora_rank": 8}, the `--max-lora-rank` vLLM must be started with. {} for text prompts."""
+    return dict(getattr(adapter, "serving", None) or {})

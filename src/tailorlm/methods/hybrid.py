@@ -55,7 +55,7 @@ from tailorlm.engine.cost import dir_bytes
 from tailorlm.engine.evaluate import quick_score
 from tailorlm.engine.prompt import Prompt
 from tailorlm.errors import TailorError
-from tailorlm.methods.contract import MethodConfig, MethodSpec
+from tailorlm.methods.contract import MethodConfig, MethodSpec, serving_of
 from tailorlm.methods.index import METHODS
 from tailorlm.models.backend import Backend
 
@@ -242,6 +242,10 @@ class HybridAdapter:
         return self.fallback.stop
 
     @property
+    def serving(self) -> dict:  # what serving the weight side needs (a LoRA's max rank)
+        return serving_of(self.weight)
+
+    @property
     def trainable_params(self) -> int:
         inputs = [self.fallback, *self.variants.values()]
         return self.weight.trainable_params + sum(a.trainable_params for a in inputs)
@@ -278,6 +282,7 @@ def totals(report: dict) -> dict:
     # what one more variant costs: the variants' mean (the fallback, on all rows, costs more)
     inputs = list(report["variants"].values()) or [report["fallback"]]
     out = {"tokens_seen": sum(p.get("tokens_seen", 0) for p in parts),
+           "train_seconds": sum(p.get("train_seconds", 0.0) for p in parts),  # across resumes
            "trainable_params": sum(p.get("trainable_params", 0) for p in parts),
            # parts train one after another: the optimizer's peak is the largest part's
            "optimizer_bytes": max(p.get("optimizer_bytes", 0) for p in parts),
@@ -356,6 +361,7 @@ def fit_input(backend: Backend, bound: Backend, weight, spec: MethodSpec, config
     report = {"n_train": len(train), "n_val": len(val) if val is not None else 0,
               "fit_seconds": time.perf_counter() - started, "trainable_params": adapter.trainable_params,
               "tokens_seen": trained.get("tokens_seen", 0),
+              "train_seconds": trained.get("train_seconds", 0.0),
               "optimizer_bytes": trained.get("optimizer_bytes", 0)}
     if val is not None and len(val):
         report["val_score"] = quick_score(backend, Stacked(weight, adapter), val)
@@ -371,7 +377,8 @@ def add_variant(backend: Backend, adapter_dir, variant, train: Task, val: Task |
     variant's rows: rows of other variants are left out, rows without the column are kept. The
     variant folder is written atomically, then adapter.json (which commits it) and card.json.
     """
-    from tailorlm.methods.artifact import load_adapter, load_card, save_adapter, update_adapter
+    from tailorlm.methods.artifact import (card_base_model, load_adapter, load_card, part_card,
+                                           save_adapter, update_adapter)
 
     directory = Path(adapter_dir)
     hybrid = load_adapter(directory)
@@ -379,9 +386,10 @@ def add_variant(backend: Backend, adapter_dir, variant, train: Task, val: Task |
         raise TailorError(f"{directory} holds a {hybrid.method} adapter; variants are added to "
                           f"hybrids (WEIGHT+INPUT, e.g. lora+soft_prompt)")
     card = load_card(directory)
-    if card.get("base_model_sha256") not in (None, backend.sha256):
-        raise TailorError(f"{directory} was made on {card.get('base_model')} (sha256 "
-                          f"{card['base_model_sha256'][:12]}), not on this model "
+    base = card_base_model(card)
+    if base["sha256"] not in (None, backend.sha256):
+        raise TailorError(f"{directory} was made on {base['identity']} (sha256 "
+                          f"{base['sha256'][:12]}), not on this model "
                           f"({backend.sha256[:12]}): load its own base model")
     variant, field_ = str(variant), hybrid.config.variant_field
     if field_ is None:
@@ -402,7 +410,7 @@ def add_variant(backend: Backend, adapter_dir, variant, train: Task, val: Task |
                                 val.with_examples(val_rows) if val_rows else None, seed=seed,
                                 work_dir=work_dir, resume=resume, variant=variant)
     rel = Path("variants", folder_name(variant))
-    save_adapter(adapter, directory / rel, {"part_of": hybrid.method, "part": variant})
+    save_adapter(adapter, directory / rel, part_card(card, hybrid.method, variant))
     report["bytes"] = dir_bytes(directory / rel)
     hybrid.variants[variant] = adapter
     hybrid.train_result["variants"][variant] = report

@@ -9,8 +9,10 @@ seven projections of every layer, 2.4M of 134.5M parameters (1.8%); the artifact
 
 PEFT does the work (injecting, saving, loading, merging); this module wires it to the engine. The
 artifact is a PEFT adapter folder that PEFT, vLLM and LoRAX load as it is, written to their rules
-(shared/notes/peft-adapter-format.md 4.4-4.5): r in {1, 8, 16, 32, 64, 128, 256}, bias "none", no
-DoRA, no modules_to_save, `base_model_name_or_path` = the base's hub id:
+(shared/notes/peft-adapter-format.md 4.4-4.5): bias "none", no DoRA, no modules_to_save,
+`base_model_name_or_path` = the base's hub id. Any rank r >= 1 trains; vLLM serves a rank up to
+the `--max-lora-rank` it is started with, one of 8, 16, ..., 512, so the card records the smallest
+that fits (`serving.max_lora_rank`: 8 for r=4, 32 for r=24; none above 512):
 
     <dir>/adapter_config.json  adapter_model.safetensors   (+ adapter.json, card.json)
 
@@ -41,9 +43,14 @@ from tailorlm.methods.trainable import TrainFields, TunedAdapter, fit_trainable
 from tailorlm.models.backend import Backend
 
 NAME = "lora"
-# vLLM's --max-lora-rank accepts only these (and 320, 512); LoRAX serves the same. Other ranks
-# train fine but could not be served, so they are refused up front.
-RANKS = (1, 8, 16, 32, 64, 128, 256)
+# The values vLLM's --max-lora-rank takes; it serves every adapter of rank <= the value given.
+SERVING_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def max_lora_rank(r: int) -> int | None:
+    """The smallest --max-lora-rank vLLM serves a rank-r LoRA with; None above 512."""
+    return next((m for m in SERVING_RANKS if m >= r), None)
+
 ATTENTION_AND_MLP = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 CONFIG_FILE, WEIGHTS_FILE = "adapter_config.json", "adapter_model.safetensors"
 ADAPTER_NAME = "default"  # PEFT strips it from the saved tensor names
@@ -63,9 +70,9 @@ class LoraConfig(TrainFields):
 
     def validate(self) -> None:
         super().validate()
-        if self.r not in RANKS or isinstance(self.r, bool):
-            raise TailorError(f"r must be one of {', '.join(map(str, RANKS))} (the ranks vLLM and "
-                              f"LoRAX can serve), not {self.r!r}; r: 8 suits most tasks")
+        if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 1:
+            raise TailorError(f"r must be a whole number >= 1 (the rank of each update), not "
+                              f"{self.r!r}; r: 8 suits most tasks")
         if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) \
                 or self.alpha <= 0:
             raise TailorError(f"alpha must be a number above 0 (the update is scaled by alpha/r; "
@@ -167,6 +174,11 @@ class LoraAdapter(TunedAdapter):
         if self.peft_model is not None:
             return sum(p.numel() for n, p in self.peft_model.named_parameters() if "lora_" in n)
         return int(self.train_result.get("trainable_params", 0))
+
+    @property
+    def serving(self) -> dict:
+        """What vLLM needs to serve it (methods/contract.py `serving_of`): --max-lora-rank."""
+        return {"max_lora_rank": max_lora_rank(self.config.r)}
 
     def state(self) -> dict:
         return {**self.task_state(), "identity": self.identity}

@@ -27,6 +27,7 @@ from tailorlm.data.sample import split
 from tailorlm.data.task import Example, Task
 from tailorlm.engine.evaluate import label_scores, quick_score
 from tailorlm.engine.prompt import Prompt
+from tailorlm.engine.prompt import prompt_ids as encoded_prompt
 from tailorlm.engine.train import TrainConfig, TrainResult, train
 from tailorlm.methods.contract import MethodConfig, example_id
 from tailorlm.methods.selection import validation_subset
@@ -139,7 +140,7 @@ def encode_rows(backend: Backend, template: Template, task: Task) -> list[tuple[
     rows = []
     for e in task.examples:
         p = template.prompt(task, e)
-        prompt_ids = (backend.encode(p.shared) if p.shared else []) + backend.encode(p.own)
+        prompt_ids = encoded_prompt(backend, p)  # BOS first where the tokenizer adds one
         target_ids = backend.encode(template.answer_space + e.target) + [eos]
         rows.append((prompt_ids + target_ids, [0] * len(prompt_ids) + [1] * len(target_ids)))
     return rows

@@ -2,11 +2,18 @@
 
 Every method and the engine work on a `Backend`. `identity` is the base model's public name (its hub
 id, e.g. `HuggingFaceTB/SmolLM2-135M-Instruct`) and `sha256` the hash of the weights actually used,
-so an artifact records which base it was made on.
+so an artifact records which base it was made on; `variant` says which form of those weights (a
+GGUF's quantization dequantized, or safetensors as published), since the hub id alone claims the
+original weights.
+
+Text starts with the tokenizer's BOS token where the tokenizer adds one by default (Gemma's does;
+SmolLM2's does not): `bos_ids` is that prefix, and engine/prompt.py puts it before every prompt
+and training row, so the model reads what `tokenizer(text)` would give it.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 from typing import Callable
 
@@ -26,6 +33,8 @@ class Backend:
     # or a prefix-tuning adapter's learned per-layer key/values. Returns (cache for one row, its
     # length in positions); the engine starts every prompt from it. None for a plain model.
     virtual_prefix: Callable[[], tuple[object, int]] | None = None
+    # Which form of the weights: "GGUF Q4_1 dequantized to float32", "safetensors bfloat16", ...
+    variant: str = ""
 
     def with_model(self, model: torch.nn.Module) -> "Backend":
         """The same base identity computing with another module (LoRA-wrapped, fine-tuned)."""
@@ -46,10 +55,22 @@ class Backend:
         """Token ids of `text` with no special tokens added: templates write their own."""
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
+    @functools.cached_property
+    def bos_ids(self) -> list[int]:
+        """[BOS id] when the tokenizer puts BOS before text by default, else [].
+
+        Asked of the tokenizer's behaviour, not its `add_bos_token` attribute: Gemma's tokenizer
+        reports add_bos_token=False and still adds <bos>.
+        """
+        tok = self.tokenizer
+        bos = getattr(tok, "bos_token_id", None)
+        if bos is None:
+            return []
+        with_special = tok("a")["input_ids"]
+        plain = tok("a", add_special_tokens=False)["input_ids"]
+        return [bos] if with_special[:1] == [bos] and plain[:1] != [bos] else []
+
     @property
     def bos_text(self) -> str:
         """The BOS token as text when the tokenizer adds one by default, else ''."""
-        tok = self.tokenizer
-        if getattr(tok, "bos_token", None) and getattr(tok, "add_bos_token", False):
-            return tok.bos_token
-        return ""
+        return self.tokenizer.bos_token if self.bos_ids else ""

@@ -12,6 +12,11 @@ of a second, against ~15 s to dequantize the GGUF again. A conversion is written
 sibling folder and renamed into place, and the manifest (`tailorlm-cache.json`) is written last, so a
 folder without a complete manifest is a torn conversion and is rebuilt, never used.
 
+The Backend's `variant` says which form of the weights it computes with: "GGUF Q4_1 dequantized to
+float32" for a conversion (the quantization read from the GGUF's `general.file_type`, recorded in
+the manifest), "safetensors bfloat16" for a model folder (the dtype it was saved in); `dtype` is
+what it was loaded as.
+
 Weights are read as safetensors only (`use_safetensors=True`); a folder that holds only pickles is
 refused, because unpickling runs code. `trust_remote_code` is never passed.
 """
@@ -57,8 +62,8 @@ def load_backend(name_or_path: str = DEFAULT_MODEL, *, dtype: str = "float32") -
         folder, filename = entry.locate_gguf()
         dest = tailorlm_home() / "models" / entry.name
         manifest = _converted(Path(folder) / filename, dest, identity=entry.hub_id)
-        return _load_folder(name, dest, torch_dtype,
-                            identity=manifest["identity"], sha256=manifest["source_sha256"])
+        return _load_folder(name, dest, torch_dtype, identity=manifest["identity"],
+                            sha256=manifest["source_sha256"], variant=_gguf_variant(manifest))
 
     path = Path(name).expanduser()
     if path.is_dir():
@@ -70,8 +75,8 @@ def load_backend(name_or_path: str = DEFAULT_MODEL, *, dtype: str = "float32") -
         sha256 = _sha256_file(path)
         dest = tailorlm_home() / "models" / f"gguf-{sha256[:16]}"
         manifest = _converted(path, dest, identity=_gguf_identity(path), sha256=sha256)
-        return _load_folder(name, dest, torch_dtype,
-                            identity=manifest["identity"], sha256=manifest["source_sha256"])
+        return _load_folder(name, dest, torch_dtype, identity=manifest["identity"],
+                            sha256=manifest["source_sha256"], variant=_gguf_variant(manifest))
     if name.startswith((".", "/", "~")) or name.lower().endswith(".gguf"):
         raise TailorError(f"no such file or folder: {name}")
     return _load_hub_cached(name, torch_dtype)
@@ -112,7 +117,8 @@ def _resolve_dtype(dtype: str) -> torch.dtype:
 
 
 def _load_folder(name: str, folder: Path, torch_dtype: torch.dtype, *,
-                 identity: str | None = None, sha256: str | None = None) -> Backend:
+                 identity: str | None = None, sha256: str | None = None,
+                 variant: str | None = None) -> Backend:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if not (folder / "config.json").is_file():
@@ -121,6 +127,7 @@ def _load_folder(name: str, folder: Path, torch_dtype: torch.dtype, *,
     manifest = _read_manifest(folder)
     if manifest is not None and identity is None:  # a conversion cache folder passed as a path
         identity, sha256 = manifest["identity"], manifest["source_sha256"]
+        variant = _gguf_variant(manifest)
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(
@@ -139,6 +146,7 @@ def _load_folder(name: str, folder: Path, torch_dtype: torch.dtype, *,
         tokenizer=tokenizer,
         path=str(folder),
         dtype=torch_dtype,
+        variant=variant or f"safetensors {_saved_dtype(folder)}",
     )
 
 
@@ -186,6 +194,9 @@ def _converted(gguf: Path, dest: Path, *, identity: str, sha256: str | None = No
     """
     stat = gguf.stat()
     manifest = _read_manifest(dest)
+    if manifest is not None and "quantization" not in manifest:  # made before it was recorded
+        manifest = dict(manifest, quantization=gguf_quantization(gguf))
+        _write_json_atomic(dest / MANIFEST, manifest)
     if manifest is not None:
         if (manifest["source_size"], manifest["source_mtime_ns"]) == (stat.st_size, stat.st_mtime_ns):
             return manifest
@@ -198,6 +209,7 @@ def _converted(gguf: Path, dest: Path, *, identity: str, sha256: str | None = No
     sha256 = sha256 or _sha256_file(gguf)
     _convert(gguf, dest, {
         "identity": identity,
+        "quantization": gguf_quantization(gguf),
         "source": str(gguf),
         "source_sha256": sha256,
         "source_size": stat.st_size,
@@ -249,6 +261,71 @@ def _convert(gguf: Path, dest: Path, manifest: dict) -> None:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _gguf_variant(manifest: dict) -> str:
+    quant = manifest.get("quantization") or "(quantization unknown)"
+    return f"GGUF {quant} dequantized to float32"
+
+
+def _saved_dtype(folder: Path) -> str:
+    """The dtype a model folder's config says its weights were saved in, else 'float32'."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return "float32"
+    return str(config.get("torch_dtype") or config.get("dtype") or "float32")
+
+
+_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
+                 10: "<Q", 11: "<q", 12: "<d"}  # GGUF value type -> struct format
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+
+
+def gguf_quantization(path: Path) -> str | None:
+    """The GGUF's quantization as llama.cpp names it ("Q4_1", "Q4_K_M", "F16"), from the header's
+    `general.file_type`, or None where the header does not say.
+
+    Only the header is read, up to that key: gguf's GGUFReader parses every field first, which
+    for Gemma's 262k-token vocabulary takes ~17 s.
+    """
+    import struct
+
+    import gguf
+
+    def read(fmt):
+        size = struct.calcsize(fmt)
+        return struct.unpack(fmt, f.read(size))[0]
+
+    def skip(kind):
+        if kind == _GGUF_STRING:
+            f.seek(read("<Q"), 1)
+        elif kind == _GGUF_ARRAY:
+            item, count = read("<I"), read("<Q")
+            if item in _GGUF_SCALARS:
+                f.seek(count * struct.calcsize(_GGUF_SCALARS[item]), 1)
+            else:
+                for _ in range(count):
+                    skip(item)
+        else:
+            f.seek(struct.calcsize(_GGUF_SCALARS[kind]), 1)
+
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"GGUF":
+                return None
+            read("<I")  # version
+            read("<Q")  # tensor count
+            for _ in range(read("<Q")):
+                key = f.read(read("<Q")).decode("utf-8", "replace")
+                kind = read("<I")
+                if key == "general.file_type" and kind in _GGUF_SCALARS:
+                    name = gguf.LlamaFileType(read(_GGUF_SCALARS[kind])).name
+                    return name.removeprefix("MOSTLY_").removeprefix("ALL_")
+                skip(kind)
+    except (OSError, struct.error, ValueError, KeyError):
+        return None
+    return None
 
 
 def _read_manifest(folder: Path) -> dict | None:
