@@ -40,7 +40,8 @@ def data_of(card: dict) -> dict:
 
 
 def recipe_of(card: dict, adapter: dict, comparison: dict | None) -> dict:
-    recipe = dict(card.get("recipe") or {})
+    # a key the card holds as null (a runner's card knows no plan) is filled like a missing one
+    recipe = {k: v for k, v in (card.get("recipe") or {}).items() if v is not None}
     recipe.setdefault("method", adapter.get("method") or card.get("method"))
     recipe.setdefault("config", adapter.get("config", card.get("config")))
     for key in ("seed", "k"):
