@@ -207,9 +207,11 @@ def test_signal_writes_a_checkpoint_then_stops(tmp_path, reference, signum):
     assert_same_as_reference(tmp_path, trainable, result, reference)
 
 
-def test_best_weights_survive_a_resume(tmp_path):
-    """A checkpoint taken after the best step carries the best weights, so a resumed run hands
-    back the same weights as an uninterrupted one."""
+@pytest.mark.parametrize("stop_at", [3, 6])
+def test_best_weights_survive_a_resume(tmp_path, stop_at):
+    """A checkpoint taken after the best step carries the best weights (stop_at 6: checkpoint 5,
+    best 2), one taken at it has them as its weights (stop_at 3: checkpoint 2); either way a
+    resumed run hands back the same weights as an uninterrupted one."""
     metrics = [0.1, 0.5, 0.3, 0.2, 0.25, 0.1] + [0.0] * 9
 
     def judge(seen, stop_at=None):
@@ -227,12 +229,14 @@ def test_best_weights_survive_a_resume(tmp_path):
 
     out, seen = tmp_path / "killed", []
     with pytest.raises(RuntimeError, match="interrupted"):
-        worker.run(out, evaluate=judge(seen, stop_at=6), eval_every=1)  # dies in step 6
-    assert checkpoint.steps(out / "checkpoints") == [4, 5]
-    tensors, state = checkpoint.read(checkpoint.step_dir(out / "checkpoints", 5))
-    assert state["best_step"] == 2 and torch.equal(tensors["best"]["prompt"], whole_seen[1])
+        worker.run(out, evaluate=judge(seen, stop_at=stop_at), eval_every=1)  # dies in it
+    assert checkpoint.steps(out / "checkpoints") == [stop_at - 2, stop_at - 1]
+    tensors, state = checkpoint.read(checkpoint.step_dir(out / "checkpoints", stop_at - 1))
+    assert state["best_step"] == 2
+    kept = tensors["best"] if stop_at - 1 > 2 else tensors["trainable"]
+    assert torch.equal(kept["prompt"], whole_seen[1]) and ("best" in tensors) == (stop_at > 3)
 
-    seen = seen[:5]  # the evaluations the checkpoint covers
+    seen = seen[:stop_at - 1]  # the evaluations the checkpoint covers
     again, result = worker.run(out, resume=True, evaluate=judge(seen), eval_every=1)
     assert (result.best_step, result.best_metric) == (2, 0.5)
     assert torch.equal(again.state_dict()["prompt"], whole_seen[1])

@@ -219,7 +219,8 @@ def train(trainable: Trainable, train_rows: list[Row], *, config: TrainConfig, o
     # -- resume from the newest verified checkpoint, or seed every RNG and start fresh
     state = {"step": 0, "best_metric": None, "best_step": None, "bad_evals": 0,
              "stopped_early": False, "tokens_seen": 0, "seconds": 0.0, "losses": []}
-    best = None  # a copy of the best weights, while they are not the current ones' equal
+    best = None  # a copy of the best weights, once the step after the best has changed them
+    best_is_current = False  # the best weights are the trainable's own: copy before the next step
     checkpoint.remove_temps(ckpt_root)
     found = checkpoint.latest(ckpt_root) if resume else None
     if found is not None:
@@ -237,6 +238,7 @@ def train(trainable: Trainable, train_rows: list[Row], *, config: TrainConfig, o
         scheduler.load_state_dict(saved["scheduler"])
         checkpoint.set_rng_state(tensors["rng"], saved["rng"])
         best = tensors.get("best")
+        best_is_current = best is None and state["best_step"] == state["step"]
         log.info("resuming from %s (step %d of %d)", found, state["step"], total_steps)
     else:
         if resume:
@@ -289,6 +291,8 @@ def train(trainable: Trainable, train_rows: list[Row], *, config: TrainConfig, o
             if config.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
             lr = scheduler.get_last_lr()[0]
+            if best_is_current:  # copied only now: a best found at the last step costs no copy
+                best, best_is_current = _copy(trainable.state_dict()), False
             optimizer.step()
             scheduler.step()
             step += 1
@@ -308,7 +312,7 @@ def train(trainable: Trainable, train_rows: list[Row], *, config: TrainConfig, o
                 trainable.train(True)
                 if state["best_metric"] is None or metric > state["best_metric"]:
                     state["best_metric"], state["best_step"], state["bad_evals"] = metric, step, 0
-                    best = _copy(trainable.state_dict())
+                    best_is_current = True
                 else:
                     state["bad_evals"] += 1
                     state["stopped_early"] = 0 < config.patience <= state["bad_evals"]
