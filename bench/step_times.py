@@ -1,6 +1,7 @@
 """Seconds per training step of lora, soft_prompt and soft_prompt over a bound LoRA (the hybrid's
-input side), on the same batches of the demo task, interleaved so that load from other processes
-falls on all of them alike.
+input side: over PEFT's unmerged layers, as before, and over the merged view `bind` gives now), on
+the same batches of the demo task, interleaved so that load from other processes falls on all of
+them alike.
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/step_times.py [--k 4] [--steps 6] [--profile]
 
@@ -53,12 +54,13 @@ def main() -> None:
     adapter = LoraAdapter("lora", LoraConfig(), shots.with_examples([]), template,
                           identity=backend.identity, peft_model=lora_model,
                           base_id=id(backend.model))
-    bound = adapter.bind(backend)  # what the hybrid's input side trains over
+    unmerged, merged = adapter.bind_unmerged(backend), adapter.bind(backend)
     sp_cfg = SoftPromptConfig()
     init = initial_prompt(backend, shots, sp_cfg, 0)
     trainables = {"lora": lora,
                   "soft_prompt": SoftPromptTrainable(backend.model, init),
-                  "lora+soft_prompt (input side)": SoftPromptTrainable(bound.model, init)}
+                  "input side over unmerged lora": SoftPromptTrainable(unmerged.model, init),
+                  "input side over merged lora": SoftPromptTrainable(merged.model, init)}
     optimizers = {name: torch.optim.AdamW(t.parameters(), lr=1e-4)
                   for name, t in trainables.items()}
 
@@ -72,11 +74,11 @@ def main() -> None:
         return time.perf_counter() - start
 
     times = {name: [] for name in trainables}
-    frozen = [vp.frozen(backend.model), vp.frozen(bound.model)]
+    frozen = [vp.frozen(backend.model), vp.frozen(unmerged.model)]
     for f in frozen:
         f.__enter__()
     lora_params = [p for p in lora.parameters()]
-    for p in lora_params:  # vp.frozen(bound.model) froze the LoRA too; the lora steps train it
+    for p in lora_params:  # vp.frozen(unmerged.model) froze the LoRA too; the lora steps train it
         p.requires_grad_(True)
     try:
         for name in trainables:  # warm-up
@@ -96,7 +98,7 @@ def main() -> None:
             from torch.profiler import ProfilerActivity, profile
 
             with profile(activities=[ProfilerActivity.CPU]) as prof:
-                step("lora+soft_prompt (input side)", batches[0])
+                step("input side over unmerged lora", batches[0])
             print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=25))
     finally:
         for f in reversed(frozen):
