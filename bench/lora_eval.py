@@ -58,11 +58,13 @@ def main() -> None:
             scores[name] = score_labels(bound, prompts, labels)
             times[name].append(time.perf_counter() - start)
     print(f"threads {torch.get_num_threads()}, {len(rows)} queries x {len(labels)} labels")
+    base_bytes = sum(p.numel() * p.element_size() for p in backend.model.parameters())
     print(f"bind merged: {bind_s:.2f} s, {new_bytes / 1e6:.0f} MB of new weights "
-          f"(the base: {sum(p.numel() * p.element_size() for p in backend.model.parameters()) / 1e6:.0f} MB)")
+          f"(the base: {base_bytes / 1e6:.0f} MB)")
     for name, ts in times.items():
-        print(f"{name:9s} median {statistics.median(ts):.2f} s ({1000 * statistics.median(ts) / len(rows):.0f} "
-              f"ms/query), rounds {', '.join(f'{t:.2f}' for t in ts)}")
+        median = statistics.median(ts)
+        print(f"{name:9s} median {median:.2f} s ({1000 * median / len(rows):.0f} ms/query), "
+              f"rounds {', '.join(f'{t:.2f}' for t in ts)}")
     diff = np.abs(np.asarray(scores["merged"]) - np.asarray(scores["unmerged"])).max()
     print(f"max |score merged - unmerged| {diff:.2e}")
 

@@ -18,11 +18,12 @@ reads: weights, optimizer and scheduler state, every RNG, the position in the ep
 weights so far when they are not the current ones.
 
 Checkpoints are for resuming, so they go by the clock (every `checkpoint_seconds`, 5 minutes by
-default), not by epoch or evaluation: a full fine-tune's checkpoint is 1.6 GB (weights and AdamW's
-two moments), and writing one per epoch was most of a short fit. SIGTERM and SIGINT finish the
-step under way, write a checkpoint, then act as they would have (stop the process, or raise
-KeyboardInterrupt); a second one acts at once. The best weights are a copy in memory, written once,
-in the final checkpoint (without optimizer state: a finished run resumes to nothing).
+default), not by epoch or evaluation: a full fine-tune's checkpoint is 1.6 GB (weights and
+AdamW's two moments), and one per epoch or evaluation would be most of a short fit. SIGTERM and
+SIGINT finish the step under way, write a checkpoint, then act as they would have (stop the
+process, or raise KeyboardInterrupt); a second one acts at once. The best weights are a copy in
+memory, written once, in the final checkpoint (no optimizer state: a finished run resumes to
+nothing).
 """
 
 from __future__ import annotations
