@@ -58,7 +58,12 @@ def test_loss_decreases(tmp_path):
     first, last = np.mean(result.losses[:5]), np.mean(result.losses[-5:])
     assert result.steps == 40 and len(result.losses) == 40
     assert last < first - 0.2, (first, last)
-    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["step-000035", "step-000040"]
+    # Checkpoints go by the clock (5 minutes by default): a short run writes only its final one,
+    # which holds the weights and the state, and no optimizer (a finished run trains no more).
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["step-000040"]
+    final = tmp_path / "checkpoints" / "step-000040"
+    assert sorted(os.listdir(final)) == ["COMPLETE", "state.json", "trainable.safetensors"]
+    assert json.loads((final / "state.json").read_text())["finished"] is True
 
 
 def test_schedule_warmup_then_decay(tmp_path):
@@ -113,8 +118,8 @@ def test_early_stopping_restores_best(tmp_path):
     assert (result.best_step, result.best_metric) == (2, 0.5)
     assert torch.equal(trainable.state_dict()["prompt"], seen[2])
     assert not torch.equal(seen[2], seen[4])
-    # Kept: the best, and the last two (written because the run stopped and because of the best).
-    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["step-000002", "step-000004"]
+    # The best weights were a copy in memory; only the final checkpoint is written.
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["step-000004"]
     assert [line.get("eval") for line in log_without_time(tmp_path)] == [0.1, 0.5, 0.3, 0.2]
     # Resuming a stopped run does not train on, and still hands back the best weights.
     again, result2 = worker.run(tmp_path, resume=True, evaluate=evaluate, eval_every=1, patience=2,
@@ -132,17 +137,30 @@ def test_bf16_autocast_close_to_fp32(tmp_path):
     assert abs(last16 - last32) / last32 < 0.02, (last32, last16)
 
 
-@pytest.mark.parametrize("kill_after", [2, 8])
-def test_sigkill_then_resume_equals_uninterrupted(tmp_path, reference, kill_after):
-    proc = subprocess.Popen([sys.executable, str(WORKER), str(tmp_path), "--sleep", "0.1"],
+SCHEDULES = {"steps": ["--checkpoint-every", "1"],  # a checkpoint after every step
+             "clock": ["--checkpoint-every", "0", "--checkpoint-seconds", "0.05"]}  # 0.1 s a step
+
+
+def start_worker(out: Path, *options: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(WORKER), str(out), "--sleep", "0.1", *options],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    target = checkpoint.step_dir(tmp_path / "checkpoints", kill_after)
+
+
+def wait_for(proc: subprocess.Popen, ready, what: str) -> None:
     deadline = time.monotonic() + 60
+    while not ready():
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, f"no {what} appeared"
+        time.sleep(0.005)
+
+
+@pytest.mark.parametrize("schedule", ["steps", "clock"])
+@pytest.mark.parametrize("kill_after", [2, 8])
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path, reference, kill_after, schedule):
+    proc = start_worker(tmp_path, *SCHEDULES[schedule])
+    target = checkpoint.step_dir(tmp_path / "checkpoints", kill_after)
     try:
-        while not target.exists():
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline, "no checkpoint appeared"
-            time.sleep(0.005)
+        wait_for(proc, target.exists, "checkpoint")
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait(timeout=30)
@@ -152,10 +170,77 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, reference, kill_afte
 
     resumed_from = checkpoint.latest(tmp_path / "checkpoints")
     assert int(resumed_from.name.removeprefix("step-")) >= kill_after
-    trainable, result = worker.run(tmp_path, resume=True)
+    trainable, result = worker.run(tmp_path, resume=True)  # the schedule may differ on resume
     assert trainable.calls == TOTAL_STEPS - int(resumed_from.name.removeprefix("step-"))
     assert_same_as_reference(tmp_path, trainable, result, reference)
     assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_writes_a_checkpoint_then_stops(tmp_path, reference, signum):
+    """No checkpoint is due for an hour; SIGTERM/SIGINT finish the step, write one, then stop."""
+    proc = start_worker(tmp_path, "--checkpoint-every", "0", "--checkpoint-seconds", "3600")
+    log = tmp_path / "train_log.jsonl"
+    try:
+        wait_for(proc, lambda: log.exists() and len(log.read_text().splitlines()) >= 3,
+                 "third log line")
+        assert checkpoint.steps(tmp_path / "checkpoints") == []
+        os.kill(proc.pid, signum)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        stderr = proc.stderr.read().decode()
+        proc.stderr.close()
+    # SIGTERM's default ends the process; SIGINT raises KeyboardInterrupt, which ends it here.
+    if signum == signal.SIGTERM:
+        assert proc.returncode == -signal.SIGTERM, stderr[-2000:]
+    else:
+        assert proc.returncode != 0 and "KeyboardInterrupt" in stderr, stderr[-2000:]
+    saved = checkpoint.steps(tmp_path / "checkpoints")
+    assert len(saved) == 1 and 3 <= saved[0] < TOTAL_STEPS, saved
+    _, state = checkpoint.read(checkpoint.step_dir(tmp_path / "checkpoints", saved[0]))
+    assert not state.get("finished")
+    trainable, result = worker.run(tmp_path, resume=True)
+    assert trainable.calls == TOTAL_STEPS - saved[0]
+    assert_same_as_reference(tmp_path, trainable, result, reference)
+
+
+@pytest.mark.parametrize("stop_at", [3, 6])
+def test_best_weights_survive_a_resume(tmp_path, stop_at):
+    """A checkpoint taken after the best step carries the best weights (stop_at 6: checkpoint 5,
+    best 2), one taken at it has them as its weights (stop_at 3: checkpoint 2); either way a
+    resumed run hands back the same weights as an uninterrupted one."""
+    metrics = [0.1, 0.5, 0.3, 0.2, 0.25, 0.1] + [0.0] * 9
+
+    def judge(seen, stop_at=None):
+        def evaluate(trainable):
+            seen.append(trainable.state_dict()["prompt"])
+            if len(seen) == stop_at:
+                raise RuntimeError("interrupted")
+            return metrics[len(seen) - 1]
+        return evaluate
+
+    whole_seen = []
+    whole, r_whole = worker.run(tmp_path / "whole", evaluate=judge(whole_seen), eval_every=1)
+    assert (r_whole.best_step, r_whole.best_metric) == (2, 0.5)
+    assert torch.equal(whole.state_dict()["prompt"], whole_seen[1])
+
+    out, seen = tmp_path / "killed", []
+    with pytest.raises(RuntimeError, match="interrupted"):
+        worker.run(out, evaluate=judge(seen, stop_at=stop_at), eval_every=1)  # dies in it
+    assert checkpoint.steps(out / "checkpoints") == [stop_at - 2, stop_at - 1]
+    tensors, state = checkpoint.read(checkpoint.step_dir(out / "checkpoints", stop_at - 1))
+    assert state["best_step"] == 2
+    kept = tensors["best"] if stop_at - 1 > 2 else tensors["trainable"]
+    assert torch.equal(kept["prompt"], whole_seen[1]) and ("best" in tensors) == (stop_at > 3)
+
+    seen = seen[:stop_at - 1]  # the evaluations the checkpoint covers
+    again, result = worker.run(out, resume=True, evaluate=judge(seen), eval_every=1)
+    assert (result.best_step, result.best_metric) == (2, 0.5)
+    assert torch.equal(again.state_dict()["prompt"], whole_seen[1])
+    assert result.losses == r_whole.losses
 
 
 @pytest.mark.parametrize("damage", ["marker_missing", "file_truncated"])
@@ -221,5 +306,7 @@ def test_config_validates_itself():
         TrainConfig(schedule="step")
     with pytest.raises(TailorError, match="batch_size"):
         TrainConfig(batch_size=0)
+    with pytest.raises(TailorError, match="checkpoint_seconds"):
+        TrainConfig(checkpoint_seconds=-1)
     with pytest.raises(TailorError, match="warmup_ratio"):
         TrainConfig(warmup_ratio=1.5)

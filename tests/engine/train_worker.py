@@ -1,6 +1,7 @@
 """A toy soft-prompt training run, shared by test_train.py and its SIGKILL subprocess.
 
     python tests/engine/train_worker.py OUT_DIR [--resume] [--sleep SECONDS]
+                                            [--checkpoint-every STEPS] [--checkpoint-seconds S]
 
 Virtual-token embeddings prepended through inputs_embeds to a frozen tiny Llama, with dropout on
 them so that the RNG state matters to a resumed run. `--sleep` slows each micro-batch, so the
@@ -106,5 +107,10 @@ def run(out_dir, *, resume=False, sleep=0.0, dropout=0.1, evaluate=None,
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    sleep = float(args[args.index("--sleep") + 1]) if "--sleep" in args else 0.0
-    run(args[0], resume="--resume" in args, sleep=sleep)
+
+    def option(name, kind, default):
+        return kind(args[args.index(name) + 1]) if name in args else default
+
+    run(args[0], resume="--resume" in args, sleep=option("--sleep", float, 0.0),
+        checkpoint_every=option("--checkpoint-every", int, 1),
+        checkpoint_seconds=option("--checkpoint-seconds", float, 300.0))

@@ -254,6 +254,16 @@ def test_lora_with_soft_prompt_per_variant(backend, tmp_path):
     part = dict((name, p) for name, p, _ in adapter.groups(task))["acme"]
     bound = part.bind(backend)
     assert bound.virtual_prefix is not None and bound.model is adapter.bind(backend).model
+    # the LoRA side binds merged (as fast as the base; the input side trained through it) and
+    # scores as PEFT's unmerged layers do
+    assert not any("lora" in n for n, _ in bound.model.named_modules())
+    from tailorlm.engine.scoring import score_labels
+
+    rows = task.with_examples([e for e in task.examples if e.extra["client"] == "acme"])
+    prompts, labels = [part.prompt(e) for e in rows.examples], part.continuations(rows)
+    unmerged = part.input.bind(adapter.weight.bind_unmerged(backend))
+    np.testing.assert_allclose(score_labels(bound, prompts, labels),
+                               score_labels(unmerged, prompts, labels), atol=1e-4)
     assert isinstance(part, Stacked) and part.trainable_params == \
         adapter.weight.trainable_params + 3 * 32
     scores = label_scores(backend, adapter, task)

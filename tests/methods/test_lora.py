@@ -102,11 +102,36 @@ def test_fit_trains_lora_only_and_leaves_the_base_untouched(fitted):
     assert adapter.trainable_params == 2 * per_layer == 8192
     assert adapter.train_result["optimizer_bytes"] == 8 * 8192
     assert adapter.train_result["trainable_params"] == 8192
-    bound = adapter.bind(backend)
+    bound = adapter.bind_unmerged(backend)
     assert bound.model is not backend.model and bound.identity == backend.identity
-    assert adapter.bind(backend).model is bound.model  # built once
+    assert adapter.bind_unmerged(backend).model is bound.model  # built once
     lora_b = [p for n, p in bound.model.named_parameters() if "lora_B" in n]
     assert len(lora_b) == 14 and all(p.abs().max() > 0 for p in lora_b)
+    merged = adapter.bind(backend)
+    assert merged.model is not backend.model and adapter.bind(backend).model is merged.model
+
+
+def test_bind_computes_with_merged_weights_over_the_shared_base(fitted):
+    """bind() folds B A into each adapted layer: no LoRA layer runs, the logits match PEFT's
+    unmerged layers within 1e-4, and only the adapted layers' weights are new memory."""
+    backend, before, _, adapter, task = fitted
+    merged = adapter.bind(backend).model
+    assert not any("lora" in n for n, _ in merged.named_modules())
+    with torch.no_grad():
+        unmerged = adapter.bind_unmerged(backend).model(IDS).logits
+        base = backend.model(IDS).logits
+        logits = merged(IDS).logits
+    assert (unmerged - base).abs().max() > 1e-2
+    torch.testing.assert_close(logits, unmerged, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(label_scores(backend, adapter, task),
+                               label_scores(backend, adapter.reworded(adapter.template), task),
+                               atol=0)  # a reworded copy shares the merged model
+    shared = {p.data_ptr() for p in backend.model.parameters()}
+    own = [n for n, p in merged.named_parameters() if p.data_ptr() not in shared]
+    assert len(own) == 2 * 7 and all(n.endswith("_proj.weight") for n in own)  # 7 per layer
+    assert not any(p.requires_grad for p in merged.parameters())
+    for n, p in backend.model.named_parameters():
+        assert torch.equal(p, before[n]), n
 
 
 def test_training_lowers_the_target_loss(fitted):

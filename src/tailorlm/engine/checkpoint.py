@@ -5,9 +5,12 @@
         trainable.safetensors   the method's trainable weights
         optimizer.safetensors   optimizer state tensors, flattened: "<param index>.<name>"
         rng.safetensors         torch CPU (and CUDA) generator states
+        best.safetensors        the best weights so far, when they are not the trainable's
         state.json              step, position, best metric, config, fingerprint, scheduler,
                                 optimizer hyper-parameters, python/numpy RNG states, loss history
         COMPLETE                {file name: sha256} of every file above; written last
+      step-000150/              a finished run's: the weights it handed back and state.json
+                                (finished: true), no optimizer or RNG; resuming it trains nothing
       .tmp-step-000123-4242/    a checkpoint being written (or torn by a crash): never read
 
 A checkpoint is written into `.tmp-step-…-<pid>`, every file fsync'd, COMPLETE written last, then
@@ -21,10 +24,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import random
 import re
 import shutil
+import signal
+import threading
 from collections import defaultdict
 from pathlib import Path
 
@@ -32,6 +38,8 @@ import numpy as np
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
+
+log = logging.getLogger(__name__)
 
 MARKER = "COMPLETE"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -121,6 +129,46 @@ def prune(root: Path, current: int, *, keep_last: int = 2, keep: set[int] = froz
     for s in steps(root):
         if s not in kept:
             shutil.rmtree(step_dir(root, s), ignore_errors=True)
+
+
+# -- stopping on a signal, after a checkpoint --------------------------------------------------
+
+class StopSignals:
+    """SIGTERM and SIGINT, caught while training (main thread only) so that the loop can finish
+    its step and write a checkpoint first: it checks `received` after each step, then calls
+    `act()`, which does what the signal would have done (KeyboardInterrupt, or the end of the
+    process). A second signal acts at once, without a checkpoint."""
+
+    CAUGHT = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.received: int | None = None
+        self.previous: dict = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for s in self.CAUGHT:
+                self.previous[s] = signal.signal(s, self._on_signal)
+        return self
+
+    def _on_signal(self, signum, frame) -> None:
+        if self.received is not None:  # asked twice: stop now
+            self.act(signum)
+        self.received = signum
+        log.warning("%s: finishing the step and writing a checkpoint (again to stop now)",
+                    signal.Signals(signum).name)
+
+    def act(self, signum: int | None = None) -> None:
+        self.restore()
+        signal.raise_signal(signum or self.received)
+
+    def restore(self) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        self.previous = {}
+
+    def __exit__(self, *exc) -> None:
+        self.restore()
 
 
 # -- what a checkpoint holds beyond the weights ------------------------------------------------

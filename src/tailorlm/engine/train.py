@@ -9,11 +9,21 @@ It reads top to bottom in the order it runs:
     config ─► batches (length-bucketed, seeded by (seed, epoch)) ─► AdamW + warmup/decay schedule
            ─► resume from the newest verified checkpoint, or seed and start fresh
            ─► loop: micro-batches ─► backward ─► clip ─► step ─► evaluate ─► log ─► checkpoint
-           ─► restore the best checkpoint (by the validation metric, higher is better)
+           ─► restore the best weights (by the validation metric, higher is better) from memory
+           ─► write the final checkpoint: the weights handed back, marked finished
 
 A killed run resumed with `resume=True` ends bit-equal to one that was never killed (CPU, fp32):
 the batch order is a pure function of (seed, epoch), and a checkpoint holds everything else a step
-reads: weights, optimizer and scheduler state, every RNG, and the position in the epoch.
+reads: weights, optimizer and scheduler state, every RNG, the position in the epoch, and the best
+weights so far when they are not the current ones.
+
+Checkpoints are for resuming, so they go by the clock (every `checkpoint_seconds`, 5 minutes by
+default), not by epoch or evaluation: a full fine-tune's checkpoint is 1.6 GB (weights and
+AdamW's two moments), and one per epoch or evaluation would be most of a short fit. SIGTERM and
+SIGINT finish the step under way, write a checkpoint, then act as they would have (stop the
+process, or raise KeyboardInterrupt); a second one acts at once. The best weights are a copy in
+memory, written once, in the final checkpoint (no optimizer state: a finished run resumes to
+nothing).
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import logging
 import math
 import os
 import random
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -40,6 +51,7 @@ log = logging.getLogger(__name__)
 
 SCHEDULES = ("linear", "cosine", "constant")
 Row = tuple[list[int], list[int]]  # (token ids, target mask): see lm_loss.encode_example
+SCHEDULE_ONLY = ("checkpoint_seconds", "checkpoint_every")  # may change between resumes
 
 
 @dataclass
@@ -56,7 +68,10 @@ class TrainConfig:
     eval_every: int = 0  # steps between evaluations; 0 = at the end of each epoch
     patience: int = 0  # stop after this many evaluations without a new best; 0 = never stop early
     bf16: bool | str = "auto"  # bfloat16 autocast; "auto" = where the hardware computes it natively
-    checkpoint_every: int = 0  # steps between checkpoints; 0 = at the end of each epoch
+    # Resume checkpoints: every checkpoint_seconds of training (and on SIGTERM/SIGINT), and every
+    # checkpoint_every steps if set; 0 turns either off. Neither changes what the run computes.
+    checkpoint_seconds: float = 300.0
+    checkpoint_every: int = 0
     log_every: int = 1  # steps between lines of train_log.jsonl
 
     def __post_init__(self) -> None:
@@ -78,6 +93,10 @@ class TrainConfig:
         if self.schedule not in SCHEDULES:
             raise TailorError(f"schedule must be one of {', '.join(SCHEDULES)}, "
                               f"not {self.schedule!r}")
+        if isinstance(self.checkpoint_seconds, bool) or not isinstance(
+                self.checkpoint_seconds, (int, float)) or not self.checkpoint_seconds >= 0:
+            raise TailorError(f"checkpoint_seconds must be 0 (off) or more, e.g. 300 for a "
+                              f"resume checkpoint every 5 minutes, not {self.checkpoint_seconds!r}")
         if self.bf16 not in ("auto", True, False):
             raise TailorError(f"bf16 must be 'auto', true or false, not {self.bf16!r}")
 
@@ -172,8 +191,8 @@ def train(trainable: Trainable, train_rows: list[Row], *, config: TrainConfig, o
           progress: bool = True, pad_id: int = 0) -> TrainResult:
     """Train `trainable` on `train_rows`; checkpoints and train_log.jsonl go under `out_dir`.
 
-    `evaluate()` returns a validation metric, higher is better; with it, the best checkpoint's
-    weights are loaded back into `trainable` at the end. `fingerprint` is the caller's hash of the
+    `evaluate()` returns a validation metric, higher is better; with it, the best weights seen
+    are loaded back into `trainable` at the end. `fingerprint` is the caller's hash of the
     data and method config: resuming a checkpoint made with another one is refused.
     """
     if not train_rows:
@@ -201,17 +220,26 @@ def train(trainable: Trainable, train_rows: list[Row], *, config: TrainConfig, o
     # -- resume from the newest verified checkpoint, or seed every RNG and start fresh
     state = {"step": 0, "best_metric": None, "best_step": None, "bad_evals": 0,
              "stopped_early": False, "tokens_seen": 0, "seconds": 0.0, "losses": []}
+    best = None  # a copy of the best weights, once the step after the best has changed them
+    best_is_current = False  # the best weights are the trainable's own: copy before the next step
     checkpoint.remove_temps(ckpt_root)
     found = checkpoint.latest(ckpt_root) if resume else None
     if found is not None:
         tensors, saved = checkpoint.read(found)
         _check_same_run(saved, config, fingerprint, len(train_rows), out_dir)
         trainable.load_state_dict(tensors["trainable"])
+        state = {k: saved[k] for k in state}
+        _truncate_log(log_path, state["step"])
+        if saved.get("finished"):  # its weights are the ones the run handed back
+            log.info("%s finished at step %d: nothing to train", out_dir, state["step"])
+            trainable.train(False)
+            return _result(state)
         optimizer.load_state_dict(
             checkpoint.unflatten_optimizer(tensors["optimizer"], saved["optimizer"]))
         scheduler.load_state_dict(saved["scheduler"])
         checkpoint.set_rng_state(tensors["rng"], saved["rng"])
-        state = {k: saved[k] for k in state}
+        best = tensors.get("best")
+        best_is_current = best is None and state["best_step"] == state["step"]
         log.info("resuming from %s (step %d of %d)", found, state["step"], total_steps)
     else:
         if resume:
@@ -224,107 +252,147 @@ def train(trainable: Trainable, train_rows: list[Row], *, config: TrainConfig, o
         torch.manual_seed(config.seed)
     _truncate_log(log_path, state["step"])  # drop lines a killed run wrote after its checkpoint
 
+    def save(step: int) -> None:
+        _save(ckpt_root, step, trainable, optimizer, scheduler, state, best, config,
+              fingerprint, len(train_rows), log_path)
+
     # -- the loop
     step = state["step"]
     t0 = time.perf_counter() - state["seconds"]
+    last_save = time.perf_counter()
     bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
                disable=not progress or not sys.stderr.isatty())
     trainable.train(True)
     batches, batches_epoch = None, -1
-    while step < total_steps and not state["stopped_early"]:
-        epoch, position = divmod(step, steps_per_epoch)
-        if batches_epoch != epoch:
-            batches_epoch = epoch
-            batches = epoch_batches(lengths, config.batch_size, config.grad_accum, config.seed,
-                                    epoch)
+    with checkpoint.StopSignals() as signals:
+        while step < total_steps and not state["stopped_early"]:
+            epoch, position = divmod(step, steps_per_epoch)
+            if batches_epoch != epoch:
+                batches_epoch = epoch
+                batches = epoch_batches(lengths, config.batch_size, config.grad_accum,
+                                        config.seed, epoch)
 
-        # Backward on the *sum* of token losses of every micro-batch, then divide the gradients by
-        # the step's target count: the same gradient as one batch holding all the rows, however
-        # the targets fall between micro-batches.
-        optimizer.zero_grad(set_to_none=True)
-        loss_sum, n_sum = 0.0, 0
-        for rows in batches[position]:
-            batch = collate([train_rows[i] for i in rows], pad_id).to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                loss, n = trainable.loss(batch)
-            if n:
-                (loss * n).backward()
-            loss_sum += loss.item() * n
-            n_sum += n
-            state["tokens_seen"] += int(batch.attention_mask.sum())
-        for p in params:
-            if p.grad is not None:
-                p.grad.div_(max(n_sum, 1))
-        if config.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-        lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
-        step += 1
-        step_loss = loss_sum / max(n_sum, 1)
-        state["losses"].append(step_loss)
-        bar.update(1)
-        bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}")
+            # Backward on the *sum* of token losses of every micro-batch, then divide the
+            # gradients by the step's target count: the same gradient as one batch holding all
+            # the rows, however the targets fall between micro-batches.
+            optimizer.zero_grad(set_to_none=True)
+            loss_sum, n_sum = 0.0, 0
+            for rows in batches[position]:
+                batch = collate([train_rows[i] for i in rows], pad_id).to(device)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    loss, n = trainable.loss(batch)
+                if n:
+                    (loss * n).backward()
+                loss_sum += loss.item() * n
+                n_sum += n
+                state["tokens_seen"] += int(batch.attention_mask.sum())
+            for p in params:
+                if p.grad is not None:
+                    p.grad.div_(max(n_sum, 1))
+            if config.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            lr = scheduler.get_last_lr()[0]
+            if best_is_current:  # copied only now: a best found at the last step costs no copy
+                best, best_is_current = _copy(trainable.state_dict()), False
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            step_loss = loss_sum / max(n_sum, 1)
+            state["losses"].append(step_loss)
+            bar.update(1)
+            bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}")
 
-        # Evaluate on schedule and after the last step, so the final weights can be the best.
-        end_of_epoch = position == steps_per_epoch - 1
-        due = step % config.eval_every == 0 if config.eval_every else end_of_epoch
-        metric, new_best = None, False
-        if evaluate is not None and (due or step == total_steps):
-            trainable.train(False)
-            with torch.no_grad():
-                metric = float(evaluate())
-            trainable.train(True)
-            if state["best_metric"] is None or metric > state["best_metric"]:
-                state["best_metric"], state["best_step"], state["bad_evals"] = metric, step, 0
-                new_best = True
-            else:
-                state["bad_evals"] += 1
-                state["stopped_early"] = 0 < config.patience <= state["bad_evals"]
+            # Evaluate on schedule and after the last step, so the final weights can be the best.
+            end_of_epoch = position == steps_per_epoch - 1
+            due = step % config.eval_every == 0 if config.eval_every else end_of_epoch
+            metric = None
+            if evaluate is not None and (due or step == total_steps):
+                trainable.train(False)
+                with torch.no_grad():
+                    metric = float(evaluate())
+                trainable.train(True)
+                if state["best_metric"] is None or metric > state["best_metric"]:
+                    state["best_metric"], state["best_step"], state["bad_evals"] = metric, step, 0
+                    best_is_current = True
+                else:
+                    state["bad_evals"] += 1
+                    state["stopped_early"] = 0 < config.patience <= state["bad_evals"]
 
-        state["step"], state["seconds"] = step, time.perf_counter() - t0
-        if step % config.log_every == 0 or metric is not None or step == total_steps:
-            record = {"step": step, "epoch": epoch, "loss": step_loss, "lr": lr,
-                      "tokens": state["tokens_seen"], "seconds": round(state["seconds"], 3)}
-            if metric is not None:
-                record["eval"] = metric
-            with open(log_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            state["step"], state["seconds"] = step, time.perf_counter() - t0
+            if step % config.log_every == 0 or metric is not None or step == total_steps:
+                record = {"step": step, "epoch": epoch, "loss": step_loss, "lr": lr,
+                          "tokens": state["tokens_seen"], "seconds": round(state["seconds"], 3)}
+                if metric is not None:
+                    record["eval"] = metric
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
 
-        ckpt_due = step % config.checkpoint_every == 0 if config.checkpoint_every else end_of_epoch
-        if ckpt_due or new_best or state["stopped_early"] or step == total_steps:
-            _save(ckpt_root, step, trainable, optimizer, scheduler, state, config, fingerprint,
-                  len(train_rows), log_path)
+            # A run that is over writes its final checkpoint below, whatever the clock says.
+            if step == total_steps or state["stopped_early"]:
+                break
+            by_steps = config.checkpoint_every and step % config.checkpoint_every == 0
+            by_clock = (config.checkpoint_seconds
+                        and time.perf_counter() - last_save >= config.checkpoint_seconds)
+            if by_steps or by_clock or signals.received:
+                save(step)
+                last_save = time.perf_counter()
+            if signals.received:
+                log.info("stopping at step %d on %s: checkpoint written (resume continues it)",
+                         step, signal.Signals(signals.received).name)
+                bar.close()
+                signals.act()  # raises KeyboardInterrupt, or ends the process (SIGTERM)
     bar.close()
     trainable.train(False)
 
-    # -- the best weights, not the last, are what the method keeps
-    if state["best_step"] is not None and state["best_step"] != step:
-        tensors, _ = checkpoint.read(checkpoint.step_dir(ckpt_root, state["best_step"]))
-        trainable.load_state_dict(tensors["trainable"])
-    return TrainResult(steps=step, best_metric=state["best_metric"], best_step=state["best_step"],
-                       losses=list(state["losses"]), tokens_seen=state["tokens_seen"],
-                       seconds=state["seconds"], stopped_early=state["stopped_early"])
+    # -- the best weights, not the last, are what the method keeps; written once, with the state
+    if best is not None and state["best_step"] != step:
+        trainable.load_state_dict(best)
+    _save_final(ckpt_root, step, trainable, state, config, fingerprint, len(train_rows), log_path)
+    return _result(state)
 
 
-def _save(root, step, trainable, optimizer, scheduler, state, config, fingerprint, n_rows,
+def _result(state: dict) -> TrainResult:
+    return TrainResult(steps=state["step"], best_metric=state["best_metric"],
+                       best_step=state["best_step"], losses=list(state["losses"]),
+                       tokens_seen=state["tokens_seen"], seconds=state["seconds"],
+                       stopped_early=state["stopped_early"])
+
+
+def _copy(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in sd.items()}
+
+
+def _save(root, step, trainable, optimizer, scheduler, state, best, config, fingerprint, n_rows,
           log_path) -> None:
+    """A resume checkpoint: everything the next step reads, and the best weights if not these."""
     _fsync_file(log_path)  # the log must hold every step the checkpoint covers
     opt_tensors, opt_meta = checkpoint.flatten_optimizer(optimizer.state_dict())
     rng_tensors, rng_meta = checkpoint.rng_state()
     saved = {**state, "config": asdict(config), "fingerprint": fingerprint, "n_rows": n_rows,
              "optimizer": opt_meta, "scheduler": scheduler.state_dict(), "rng": rng_meta}
-    checkpoint.write(root, step, {"trainable": trainable.state_dict(), "optimizer": opt_tensors,
-                                  "rng": rng_tensors}, saved)
-    best = {state["best_step"]} if state["best_step"] is not None else set()
-    checkpoint.prune(root, step, keep_last=2, keep=best)
+    tensors = {"trainable": trainable.state_dict(), "optimizer": opt_tensors, "rng": rng_tensors}
+    if best is not None and state["best_step"] != step:
+        tensors["best"] = best
+    checkpoint.write(root, step, tensors, saved)
+    checkpoint.prune(root, step, keep_last=2)
+
+
+def _save_final(root, step, trainable, state, config, fingerprint, n_rows, log_path) -> None:
+    """The finished run: the weights it hands back and its state, no optimizer or RNG (nothing
+    is left to train). Resuming it returns these weights at once."""
+    _fsync_file(log_path)
+    saved = {**state, "config": asdict(config), "fingerprint": fingerprint, "n_rows": n_rows,
+             "finished": True}
+    checkpoint.write(root, step, {"trainable": trainable.state_dict()}, saved)
+    checkpoint.prune(root, step, keep_last=2)
 
 
 def _check_same_run(saved: dict, config: TrainConfig, fingerprint: str, n_rows: int,
                     out_dir: Path) -> None:
     """Refuse to continue a checkpoint made from other data, method config or training config."""
-    diffs = [f"{k}: {v!r} in the checkpoint, {asdict(config)[k]!r} now"
-             for k, v in saved["config"].items() if asdict(config).get(k) != v]
+    now = asdict(config)
+    diffs = [f"{k}: {v!r} in the checkpoint, {now.get(k)!r} now"
+             for k, v in saved["config"].items() if now.get(k) != v and k not in SCHEDULE_ONLY]
     if saved["fingerprint"] != fingerprint:
         diffs.insert(0, "the data or method config (fingerprint "
                         f"{saved['fingerprint'][:12]} in the checkpoint, {fingerprint[:12]} now)")

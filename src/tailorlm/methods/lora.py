@@ -19,6 +19,17 @@ that fits (`serving.max_lora_rank`: 8 for r=4, 32 for r=24; none above 512):
 The base Backend's module is never changed, because a comparison runs several methods on it: LoRA
 wraps a copy whose frozen weights share the base's memory (PEFT only reads them), and `merge`,
 which does write into the weights, works on a full copy.
+
+Two ways to compute with a fitted adapter:
+
+    bind(backend)            merged: a view of the base whose adapted layers hold W + (alpha/r) B A
+                             (new tensors; every other weight is the base's own memory). Runs as
+                             fast as the base: PEFT's unmerged layers cost two extra small matmuls
+                             per layer and their Python dispatch, forward and backward (a hybrid's
+                             input side trains through it). Costs the adapted layers' weights once
+                             per adapter (0.4 GB for SmolLM2-135M's seven projections in float32).
+    bind_unmerged(backend)   PEFT's layers beside the shared base weights: no weight is copied,
+                             so binding is light (what serving many adapters over one base needs).
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ from pathlib import Path
 import peft
 import torch
 from peft import PeftModel
+from peft.tuners.lora import LoraLayer
 
 from tailorlm.data.task import Task
 from tailorlm.errors import TailorError
@@ -110,6 +122,23 @@ def frozen_view(model: torch.nn.Module) -> torch.nn.Module:
     return copy.deepcopy(model, memo)
 
 
+def merged_view(base: torch.nn.Module, peft_model: PeftModel) -> torch.nn.Module:
+    """A frozen view of `base` whose LoRA-adapted linear layers hold W + (alpha/r) B A.
+
+    Only the adapted layers' weights are new tensors (summed in float32, stored in W's dtype, as
+    PEFT's merge does); everything else is the base's memory, so `base` itself is never written.
+    """
+    model = frozen_view(base)
+    with torch.no_grad():
+        for name, layer in peft_model.base_model.model.named_modules():
+            if isinstance(layer, LoraLayer) and ADAPTER_NAME in layer.lora_A:
+                linear = model.get_submodule(name)  # the plain nn.Linear at the same path
+                W = linear.weight
+                merged = W.float() + layer.get_delta_weight(ADAPTER_NAME).float()  # (out, in)
+                linear.weight = torch.nn.Parameter(merged.to(W.dtype), requires_grad=False)
+    return model.eval()
+
+
 def wrap(base: torch.nn.Module, cfg: peft.LoraConfig) -> PeftModel:
     """`base` (a copy: PEFT changes it in place) with fresh LoRA layers, seeded by the caller."""
     cfg = copy.deepcopy(cfg)
@@ -134,13 +163,28 @@ class LoraAdapter(TunedAdapter):
     peft_model: PeftModel | None = field(default=None, repr=False)  # the fitted or bound model
     base_id: int | None = None  # id() of the base module peft_model wraps a view of
 
+    merged_model: torch.nn.Module | None = field(default=None, repr=False)  # bind()'s model
+    merged_base_id: int | None = None  # id() of the base module merged_model shares weights with
+
     def bind(self, backend: Backend) -> Backend:
+        """The base computing with the merged weights W + (alpha/r) B A: as fast as the base."""
+        if self.merged_model is None or self.merged_base_id != id(backend.model):
+            self.merged_model = merged_view(backend.model, self._peft_over(backend))
+            self.merged_base_id = id(backend.model)
+        return backend.with_model(self.merged_model)
+
+    def bind_unmerged(self, backend: Backend) -> Backend:
+        """PEFT's LoRA layers over the base's own weights: nothing copied, a little slower."""
+        # The transformers model inside PeftModel holds the injected layers and keeps the
+        # transformers forward signature (cache=, logits_to_keep=) the engine calls.
+        return backend.with_model(self._peft_over(backend).base_model.model.eval())
+
+    def _peft_over(self, backend: Backend) -> PeftModel:
+        """This adapter's PeftModel over a view of `backend`'s model (built once per base)."""
         if self.peft_model is None or self.base_id != id(backend.model):
             self.peft_model = self._wrap_weights(frozen_view(backend.model))
             self.base_id = id(backend.model)
-        # The transformers model inside PeftModel holds the injected layers and keeps the
-        # transformers forward signature (cache=, logits_to_keep=) the engine calls.
-        return backend.with_model(self.peft_model.base_model.model.eval())
+        return self.peft_model
 
     def merge(self, backend: Backend) -> torch.nn.Module:
         """The base with B A folded into each W: a plain transformers model, no PEFT layers."""

@@ -147,16 +147,13 @@ def encode_rows(backend: Backend, template: Template, task: Task) -> list[tuple[
 
 
 def spaced(config: TrainConfig, n_rows: int) -> TrainConfig:
-    """At most MAX_EVALUATIONS evaluations (and the checkpoints that go with them) in a run.
-
-    Many epochs over a few rows (20 epochs of 12 rows is 30 steps) would otherwise evaluate and
-    checkpoint every epoch: for a full fine-tune, 1.6 GB written each time for nothing.
-    """
+    """At most MAX_EVALUATIONS evaluations in a run: many epochs over a few rows (20 epochs of 12
+    rows is 30 steps) would otherwise evaluate every epoch. Resume checkpoints go by the clock
+    (TrainConfig.checkpoint_seconds), not by evaluations."""
     if config.epochs <= MAX_EVALUATIONS:
         return config
     steps = math.ceil(n_rows / (config.batch_size * config.grad_accum)) * config.epochs
-    every = math.ceil(steps / MAX_EVALUATIONS)
-    return dataclasses.replace(config, eval_every=every, checkpoint_every=every)
+    return dataclasses.replace(config, eval_every=math.ceil(steps / MAX_EVALUATIONS))
 
 
 def fit_trainable(backend: Backend, train_task: Task, val: Task | None, config: TrainFields,
