@@ -7,10 +7,19 @@ Every other cost is a multiple of it:
 
     eval(n)         n * s_query
     choose prompts  choice_passes * judged * s_query                     (prompt family)
-    train           n_fit * epochs * row_tokens * TRAIN_COST / tok_s
-                    + min(epochs, 5) * judged validation rows * s_query
+    train           trials * (n_fit * e_trial * row_tokens * TRAIN_COST / tok_s
+                              + evaluations * judged validation rows * s_query)
+                    + refit: n * e * row_tokens * TRAIN_COST / tok_s
     sensitivity     variants * rows * s_query
     train score     judged * s_query
+
+A learning method's fit is methods/trainable.py's protocol: `trials` runs (one per lr tried) on
+n_fit = 3/4 of the n rows, each stopping `patience` evaluations after its best, then a refit on all
+n rows for the chosen epochs. The estimate expects the best at e = expected_epochs(n) (about
+EXAMPLE_PASSES rows seen), so a trial runs e_trial = e + the patience's epochs (at most the cap,
+epochs_for(n)), and the refit runs e. With one lr the fit costs about (e_trial * 0.75 + e) / e
+times one plain run of e epochs: about 2.2x on 32 rows; the lr choice (LR_FACTORS, three trials)
+adds two more trials, about 3.8x in all, so the plan asks for it only where the budget allows.
 
 `judged` is the rows a choice, an early-stopping check or the train score reads
 (methods/selection.judged_rows: at most 200, 50 on a task with 20 labels or more).
@@ -24,7 +33,10 @@ run's measured/estimated ratio.
 Sizing the default plan (`auto`), in this order:
     k       the largest of 16, 8, 4, 2, 1 per class with k * classes <= 128 (generation: 64,
             32, 16 rows) that fits
-    epochs  about EXAMPLE_PASSES rows seen in all: 20 for a dozen rows, 2 from 120 rows
+    epochs  the cap of early stopping: twice the expected epochs, at least MIN_CAP, at most
+            MAX_CAP (30 for a dozen rows, 16 for 32 rows, 10 from 80 rows)
+    lr      (`train.lr_search: auto`) three values, LR_FACTORS x each method's default, where the
+            whole plan fits with them at the preferred k; else the default alone
     curve   k/4, k, 4k where the data has them (4k * classes <= 512); 4k is dropped first,
             then k is halved, then the curve goes (seeds come before the curve)
     n_test  as many test rows as fit the budget, at least MIN_TEST
@@ -39,7 +51,7 @@ from dataclasses import dataclass
 
 from tailorlm.data.task import Task
 from tailorlm.methods.selection import judged_rows
-from tailorlm.methods.trainable import MAX_EVALUATIONS
+from tailorlm.methods.trainable import LR_FACTORS, MAX_EVALUATIONS, VAL_FRACTION, TrainFields
 
 PROBE_ROWS = 24
 # passes over the judged rows to choose a prompt, beyond one per built-in template of the task's
@@ -47,7 +59,9 @@ PROBE_ROWS = 24
 # prompts, and calibration. Fitted to the sst2, trec and e2e runs.
 CHOICE_EXTRA_PASSES = 5
 EXAMPLE_PASSES = 240
-MAX_EPOCHS = 20
+MAX_EPOCHS = 20  # of the expected training length
+MIN_CAP, MAX_CAP = 10, 30  # the cap early stopping trains up to
+PATIENCE = TrainFields.patience  # evaluations past the best before a trial stops
 MIN_TEST = 300
 MIN_PART_TEST = 50  # test rows when even one run per method does not fit in the budget
 SENSITIVITY_SHARE = 0.2  # of the budget, at most, for the wording-sensitivity probe
@@ -112,10 +126,16 @@ def _forward_rate(backend, texts: list[str]) -> float:
     return int(mask.sum()) / max(time.perf_counter() - start, 1e-3)
 
 
-def epochs_for(n_fit: int) -> int:
-    """About EXAMPLE_PASSES rows seen in all, so a tiny sample still gets enough optimizer steps
-    (12 rows: 20 epochs, 30 steps at batch 8) and a large one is not run over and over."""
+def expected_epochs(n_fit: int) -> int:
+    """Where early stopping is expected to land: about EXAMPLE_PASSES rows seen in all (12 rows:
+    20 epochs, 30 steps at batch 8; from 120 rows, 2)."""
     return max(2, min(MAX_EPOCHS, round(EXAMPLE_PASSES / max(n_fit, 1))))
+
+
+def epochs_for(n_fit: int) -> int:
+    """The epoch cap a plan gives a learning method: room for early stopping to train past the
+    expected length while validation still improves (the Trainer default users run is 10)."""
+    return max(MIN_CAP, min(MAX_CAP, 2 * expected_epochs(n_fit)))
 
 
 def n_shots(task: Task, k: int) -> int:
@@ -140,16 +160,23 @@ def method_costs(name: str) -> dict:
     return {"family": spec.family, "sides": sides}
 
 
-def estimate_fit(p: Probe, sides: tuple[float, ...], n: int, epochs: int) -> float:
-    """Seconds to fit one method on n rows (a hybrid: both sides)."""
+def estimate_fit(p: Probe, sides: tuple[float, ...], n: int, epochs: int,
+                 trials: int = 1) -> float:
+    """Seconds to fit one method on n rows (a hybrid: both sides); `epochs` is the cap, `trials`
+    the learning rates tried (see the module doc)."""
     total = 0.0
     for cost in sides:
         if not cost:  # nothing trained: prompts are chosen by scoring candidates
             total += p.choice_passes * judged_rows(n, p.n_labels) * p.s_query
             continue
-        n_fit, n_val = math.ceil(0.75 * n), judged_rows(math.floor(0.25 * n), p.n_labels)
-        evaluations = min(epochs, MAX_EVALUATIONS)
-        total += n_fit * epochs * p.row_tokens * cost / p.tok_s + evaluations * n_val * p.s_query
+        n_fit = math.ceil((1 - VAL_FRACTION) * n)
+        n_val = judged_rows(math.floor(VAL_FRACTION * n), p.n_labels)
+        e = min(epochs, expected_epochs(n_fit))
+        every = max(1.0, epochs / MAX_EVALUATIONS)  # epochs between evaluations
+        e_trial = min(epochs, e + PATIENCE * every)
+        evaluations = min(MAX_EVALUATIONS, math.ceil(e_trial / every))
+        trial = n_fit * e_trial * p.row_tokens * cost / p.tok_s + evaluations * n_val * p.s_query
+        total += trials * trial + n * e * p.row_tokens * cost / p.tok_s
     return total
 
 
@@ -160,15 +187,40 @@ def variant_count(info: dict) -> int:
 
 def run_seconds(p: Probe, info: dict, n: int, epochs: int, n_test: int, sens_rows: int,
                 train_score: bool) -> float:
-    """Estimated seconds of one run: fit, evaluation, sensitivity, and the train-score pass."""
-    return (estimate_fit(p, info["sides"], n, epochs)
+    """Estimated seconds of one run: fit, evaluation, sensitivity, and the train-score pass.
+    `info["trials"]`: the learning rates each learning side tries (1 unless the plan asks)."""
+    return (estimate_fit(p, info["sides"], n, epochs, info.get("trials", 1))
             + (n_test + sens_rows * variant_count(info)) * p.s_query
             + (judged_rows(n, p.n_labels) * p.s_query if train_score else 0.0))
 
 
 def size_plan(plan, train: Task, test: Task, p: Probe, method_info: dict[str, dict]) -> dict:
     """The plan's `auto` values resolved against the data and the probe: {"k", "curve",
-    "max_test", "sensitivity", "estimate_seconds", "notes"}.
+    "max_test", "sensitivity", "lr_search", "lr_factors", "estimate_seconds", "notes"}.
+
+    `train.lr_search: auto` keeps three learning rates per learning side where they cost nothing
+    else the plan holds: the whole plan fits with them at the same k and curve as without, on
+    at least min(MIN_TEST, the rows it would have had) test rows; otherwise each method's
+    default lr alone (and a note says so).
+    """
+    choice = plan.tree["train"].get("lr_search", "auto")
+    if choice in (True, False):
+        return _size(plan, train, test, p, method_info, choice)
+    plain = _size(plan, train, test, p, method_info, False)
+    if not any(any(info["sides"]) for info in method_info.values()):
+        return plain  # nothing learns: nothing to choose
+    searched = _size(plan, train, test, p, method_info, True)
+    if searched["whole"] and (searched["k"], searched["curve"]) == (plain["k"], plain["curve"]) \
+            and searched["max_test"] >= min(MIN_TEST, plain["max_test"]):
+        return searched
+    plain["notes"].append("one learning rate per method (each method's default): trying "
+                          f"{len(LR_FACTORS)} would not fit the budget")
+    return plain
+
+
+def _size(plan, train: Task, test: Task, p: Probe, method_info: dict[str, dict],
+          lr_search: bool) -> dict:
+    """size_plan at a given lr choice.
 
     Tries the preferred sizes first and gives up, in this order, until the whole plan fits with
     at least MIN_TEST test rows: the curve's largest point, then halving k (not below 4), then
@@ -179,6 +231,8 @@ def size_plan(plan, train: Task, test: Task, p: Probe, method_info: dict[str, di
     MIN_PART_TEST: a score without its spread over seeds cannot be compared.
     """
     t = plan.tree
+    trials = len(LR_FACTORS) if lr_search else 1
+    method_info = {m: {**info, "trials": trials} for m, info in method_info.items()}
     budget = t["budget_minutes"] * 60 * SAFETY
     n_classes = len(train.labels) if train.kind == "classification" else 1
     ks = [t["train"]["k"]] if t["train"]["k"] != "auto" else (
@@ -239,7 +293,8 @@ def size_plan(plan, train: Task, test: Task, p: Probe, method_info: dict[str, di
                      f"{chosen['max_test']} test rows; the runner skips the curve points that do "
                      "not fit")
     return {**{k: v for k, v in chosen.items() if k not in ("required", "tiers", "per_row")},
-            "notes": notes}
+            "lr_search": lr_search, "lr_factors": list(LR_FACTORS) if lr_search else [1.0],
+            "notes": notes, "whole": bool(whole)}
 
 
 def _curves(spec, train: Task, k: int, n_classes: int) -> list[list[int]]:
