@@ -271,6 +271,7 @@ def fit_trainable(backend: Backend, train_task: Task, val: Task | None, config: 
     best_i = max(range(len(trials)), key=lambda j: (_rank(trials[j]), -j))
     best = trials[best_i]
     refit_seconds = refit_tokens = 0
+    steps = best["steps"]
     if refit:
         trainable, to_adapter = start()
         epochs = best["best_epoch"]
@@ -280,6 +281,7 @@ def fit_trainable(backend: Backend, train_task: Task, val: Task | None, config: 
                        out_dir=root, evaluate=None, fingerprint=fingerprint,
                        resume=resume, pad_id=pad_id)
         refit_seconds, refit_tokens, n_train = result.seconds, result.tokens_seen, len(train_task)
+        steps = result.steps
     else:
         epochs = best["best_epoch"] if judge is not None else config.epochs
         n_train = len(fit_task)
@@ -294,7 +296,7 @@ def fit_trainable(backend: Backend, train_task: Task, val: Task | None, config: 
     adapter = to_adapter(template)
     selection_seconds = sum(t["seconds"] for t in trials)
     adapter.train_result = {
-        "steps": best["steps"], "best_metric": best["val"], "best_step": best["best_step"],
+        "steps": steps, "best_metric": best["val"], "best_step": best["best_step"],
         "tokens_seen": sum(t["tokens_seen"] for t in trials) + refit_tokens,
         "train_seconds": selection_seconds + refit_seconds,
         "stopped_early": best["stopped_early"], "n_train": n_train,
