@@ -118,7 +118,7 @@ def mean_std(values: list[float]) -> str:
 def table(name: str, results: dict, grid: bool) -> list[str]:
     lines = [f"### {name}", "", "| method | vs | ours acc | ours fit s | peer acc | peer s "
              "| Δ pts | " + ("peer* acc (best lr on test) | Δ* pts | " if grid else "")
-             + "ours chose |", "|" + "---|" * (9 if grid else 7)]
+             + "ours chose |", "|" + "---|" * (10 if grid else 8)]
     for method, runs in results.items():
         ours = [r["ours"]["acc"] for r in runs]
         peer = [r["peer"][r["default_i"]]["acc"] for r in runs]
@@ -158,14 +158,15 @@ def main(args) -> None:
             for seed in seeds:
                 train = k_per_class(full_train, args.k, seed)
                 ours = ours_run(method, be, train, test, seed, args.lr_search)
+                print(f"{name} {method} seed {seed}: ours {ours['acc']:.3f} "
+                      f"({ours['seconds']:.0f} s)", file=sys.stderr, flush=True)
                 default = ours["default_lr"]
                 grid = [default] + ([] if args.no_peer_grid else
                                     [default * f for f in LR_FACTORS if f != 1.0])
                 peer = peer_runs(method, be, train, test, ours.pop("cfg"), NATURAL[name],
                                  NATURAL_INIT[name], seed, grid)
                 runs.append({"ours": ours, "peer": peer, "default_i": 0})
-                print(f"{name} {method} seed {seed}: ours {ours['acc']:.3f} "
-                      f"({ours['seconds']:.0f} s), peer {peer[0]['acc']:.3f} "
+                print(f"{name} {method} seed {seed}: peer {peer[0]['acc']:.3f} "
                       f"({peer[0]['seconds']:.0f} s)", file=sys.stderr, flush=True)
             results[method] = runs
         md += [f"{name}: K={args.k} per class, seeds {seeds}, {len(test)} test rows; peer: "

@@ -109,3 +109,11 @@ def test_plan_runs_carry_the_cap_and_the_lr_choice():
     assert "lr_factors" not in runs["prompt_template"].config
     hybrid = get_method("lora+soft_prompt").config.from_dict(runs["lora+soft_prompt"].config)
     assert hybrid.weight.lr_factors == hybrid.input.lr_factors == [0.3, 1.0, 3.0]
+
+
+def test_a_tight_budget_caps_epochs_at_the_expected_length_before_cutting_k():
+    s = sized(30, 0.05, tok_s=40.0)
+    full = sized(30, 0.05, tok_s=40.0, **{"train.epochs": 16})  # a plan's own cap is kept
+    assert s["lean_epochs"] and not full["lean_epochs"] and s["k"] >= full["k"]
+    assert any("epochs capped" in n for n in s["notes"])
+    assert epochs_for(32, lean=True) == expected_epochs(32) == 8 < epochs_for(32)

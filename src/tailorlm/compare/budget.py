@@ -34,7 +34,9 @@ Sizing the default plan (`auto`), in this order:
     k       the largest of 16, 8, 4, 2, 1 per class with k * classes <= 128 (generation: 64,
             32, 16 rows) that fits
     epochs  the cap of early stopping: twice the expected epochs, at least MIN_CAP, at most
-            MAX_CAP (30 for a dozen rows, 16 for 32 rows, 10 from 80 rows)
+            MAX_CAP (30 for a dozen rows, 16 for 32 rows, 10 from 80 rows); where the whole
+            plan does not fit and the expected length alone buys a larger k (or the whole
+            plan), the cap is the expected length (`lean_epochs`)
     lr      (`train.lr_search: auto`) three values, LR_FACTORS x each method's default, where the
             whole plan fits with them at the preferred k; else the default alone
     curve   k/4, k, 4k where the data has them (4k * classes <= 512); 4k is dropped first,
@@ -132,9 +134,12 @@ def expected_epochs(n_fit: int) -> int:
     return max(2, min(MAX_EPOCHS, round(EXAMPLE_PASSES / max(n_fit, 1))))
 
 
-def epochs_for(n_fit: int) -> int:
+def epochs_for(n_fit: int, lean: bool = False) -> int:
     """The epoch cap a plan gives a learning method: room for early stopping to train past the
-    expected length while validation still improves (the Trainer default users run is 10)."""
+    expected length while validation still improves (the Trainer default users run is 10);
+    `lean` (a tight budget): the expected length itself."""
+    if lean:
+        return expected_epochs(n_fit)
     return max(MIN_CAP, min(MAX_CAP, 2 * expected_epochs(n_fit)))
 
 
@@ -209,6 +214,12 @@ def size_plan(plan, train: Task, test: Task, p: Probe, method_info: dict[str, di
     plain = _size(plan, train, test, p, method_info, False)
     if not any(any(info["sides"]) for info in method_info.values()):
         return plain  # nothing learns: nothing to choose
+    if not plain["whole"] and plan.tree["train"]["epochs"] == "auto":
+        lean = _size(plan, train, test, p, method_info, False, lean=True)
+        if lean["whole"] or lean["k"] > plain["k"]:
+            lean["notes"].append("epochs capped at about the expected length (epochs_for(n, "
+                                 "lean=True)), not twice it, to fit the budget")
+            return lean
     searched = _size(plan, train, test, p, method_info, True)
     if searched["whole"] and (searched["k"], searched["curve"]) == (plain["k"], plain["curve"]) \
             and searched["max_test"] >= min(MIN_TEST, plain["max_test"]):
@@ -219,7 +230,7 @@ def size_plan(plan, train: Task, test: Task, p: Probe, method_info: dict[str, di
 
 
 def _size(plan, train: Task, test: Task, p: Probe, method_info: dict[str, dict],
-          lr_search: bool) -> dict:
+          lr_search: bool, lean: bool = False) -> dict:
     """size_plan at a given lr choice.
 
     Tries the preferred sizes first and gives up, in this order, until the whole plan fits with
@@ -232,7 +243,7 @@ def _size(plan, train: Task, test: Task, p: Probe, method_info: dict[str, dict],
     """
     t = plan.tree
     trials = len(LR_FACTORS) if lr_search else 1
-    method_info = {m: {**info, "trials": trials} for m, info in method_info.items()}
+    method_info = {m: {**info, "trials": trials, "lean": lean} for m, info in method_info.items()}
     budget = t["budget_minutes"] * 60 * SAFETY
     n_classes = len(train.labels) if train.kind == "classification" else 1
     ks = [t["train"]["k"]] if t["train"]["k"] != "auto" else (
@@ -294,7 +305,7 @@ def _size(plan, train: Task, test: Task, p: Probe, method_info: dict[str, dict],
                      "not fit")
     return {**{k: v for k, v in chosen.items() if k not in ("required", "tiers", "per_row")},
             "lr_search": lr_search, "lr_factors": list(LR_FACTORS) if lr_search else [1.0],
-            "notes": notes, "whole": bool(whole)}
+            "lean_epochs": lean, "notes": notes, "whole": bool(whole)}
 
 
 def _curves(spec, train: Task, k: int, n_classes: int) -> list[list[int]]:
@@ -329,7 +340,8 @@ def _totals(plan, p: Probe, method_info: dict, train: Task, k: int, curve: list[
     for info in method_info.values():
         for kk, runs in points:
             n = n_shots(train, kk)
-            epochs = t["train"]["epochs"] if t["train"]["epochs"] != "auto" else epochs_for(n)
+            epochs = t["train"]["epochs"] if t["train"]["epochs"] != "auto" else \
+                epochs_for(n, info.get("lean", False))
             plain = run_seconds(p, info, n, epochs, 0, 0, t["eval"]["train_score"])
             fixed += runs * plain + (sens_rows * variant_count(info) * p.s_query
                                      if kk == k else 0.0)
