@@ -132,7 +132,8 @@ def table(name: str, results: dict, grid: bool) -> list[str]:
                f"| {statistics.mean(r['peer'][r['default_i']]['seconds'] for r in runs):.1f} "
                f"| {delta:+.1f} | ")
         if grid:
-            row += f"{mean_std(best)} | {100 * (statistics.mean(ours) - statistics.mean(best)):+.1f} | "
+            gap = 100 * (statistics.mean(ours) - statistics.mean(best))
+            row += f"{mean_std(best)} | {gap:+.1f} | "
         lines.append(row + "; ".join(f"{k} (x{v})" for k, v in chose.items()) + " |")
     return lines
 

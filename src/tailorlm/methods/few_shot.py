@@ -15,9 +15,9 @@ Small models are easily hurt by demonstrations (Zhao et al. 2021: the majority a
 so `fit` draws `n_candidates` demonstration sets, scores each with and without contextual
 calibration on held-out training examples, and keeps the best; the zero-demonstration candidate
 (the template alone) competes too, and wins where demonstrations score lower on those rows by the
-plan's metric (a tie keeps them) (on sst2 the old default kept demonstrations at 0.734 on test where the
-template alone scored 0.824). `choice` records both validation scores, so a report can say when
-demonstrations were dropped. Nothing is trained.
+plan's metric (a tie keeps them). On sst2 the old default kept demonstrations at 0.734 on test
+where the template alone scored 0.824. `choice` records both validation scores, so a report can
+say when demonstrations were dropped. Nothing is trained.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 The model sees only the template around the input; nothing is trained. With `template: auto` the
 built-in templates (methods/templates.py) are each scored on the data and the best is kept, so the
 choice is measured rather than guessed: methods/template_search.py, the search every method's
-template comes from (the learning methods train through the same choice). `calibrate` applies contextual calibration (Zhao et
-al. 2021): `auto` keeps it only where it helps on validation.
+template comes from (the learning methods train through the same choice). `calibrate` applies
+contextual calibration (Zhao et al. 2021): `auto` keeps it only where it raises the plan's metric
+on the same rows.
 """
 
 from __future__ import annotations

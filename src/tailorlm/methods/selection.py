@@ -108,7 +108,8 @@ def rank(backend, candidates: list[PromptAdapter], val: Task,
         ranked.append(float(gold_logprobs(raw, val).mean()))
         if log is not None:
             log.append({"template": cand.template.name, "demos": len(cand.demos) or cand.n_similar,
-                        "gold_logprob": ranked[-1], "accuracy": float((raw.argmax(1) == gold).mean())})
+                        "gold_logprob": ranked[-1],
+                        "accuracy": float((raw.argmax(1) == gold).mean())})
     i = int(np.argmax(ranked))
     return i, raws[i]
 
