@@ -28,6 +28,7 @@ import numpy as np
 
 from tailorlm.data.sample import split
 from tailorlm.data.task import Example, Task
+from tailorlm.engine.evaluate import label_scores
 from tailorlm.errors import TailorError
 from tailorlm.methods import template_search
 from tailorlm.methods.contract import MethodConfig, MethodSpec, choose
@@ -121,7 +122,7 @@ def fit(backend, train: Task, val: Task | None, config: FewShotConfig, *,
     i, raw = rank(backend, candidates, judge, metric=metric)
     with_demos = with_calibration(backend, candidates[i], raw, judge, config.calibrate, metric)
     plain = PromptAdapter(NAME, config, task, template)
-    plain_raw = rank(backend, [plain], judge, metric=metric)[1]
+    plain_raw = label_scores(backend, plain, judge) if judge.kind == "classification" else None
     alone = with_calibration(backend, plain, plain_raw, judge, config.calibrate, metric)
     scores = {"demonstrations": validation_parts(backend, with_demos, judge, metric, raw)[0],
               "template_alone": validation_parts(backend, alone, judge, metric, plain_raw)[0]}
