@@ -52,7 +52,8 @@ def test_seeds_come_before_test_rows_when_the_whole_plan_does_not_fit():
     plan = default_plan(["task=x", "budget_minutes=30", f"methods={METHODS}"])
     probe = Probe(s_query=0.5, tok_s=600.0, row_tokens=30.0, n_labels=2)
     from tailorlm.compare.budget import SAFETY, _totals
-    fixed, per_row = _totals(plan, probe, {m: method_costs(m) for m in METHODS}, train,
+    infos = {m: {**method_costs(m), "lean": s["lean_epochs"]} for m in METHODS}
+    fixed, per_row = _totals(plan, probe, infos, train,
                              s["k"], [s["k"]], s["sensitivity"])
     assert fixed + per_row * s["max_test"] <= 30 * 60 * SAFETY
 
@@ -116,4 +117,4 @@ def test_a_tight_budget_caps_epochs_at_the_expected_length_before_cutting_k():
     full = sized(30, 0.05, tok_s=40.0, **{"train.epochs": 16})  # a plan's own cap is kept
     assert s["lean_epochs"] and not full["lean_epochs"] and s["k"] >= full["k"]
     assert any("epochs capped" in n for n in s["notes"])
-    assert epochs_for(32, lean=True) == expected_epochs(32) == 8 < epochs_for(32)
+    assert epochs_for(32, lean=True) == 4 < expected_epochs(32) == 8 < epochs_for(32) == 16
