@@ -31,6 +31,26 @@ rate (best of several 2048³ matmuls, fp32 or bf16 as the run computes, all core
 
     .venv/bin/python bench/vs_trainer.py [--methods soft_prompt,lora,full] [--k 16] [--seed 0]
         [--epochs 3] [--batch-size 8] [--n-test 400] [--bf16 auto|on|off] [--md PATH]
+
+The user's view (`--mode users-view`, issue 10): not the same recipe on both sides, but what each
+side does by default on the same rows, as a user would run it:
+
+    ours    the default plan's fit: get_method(name).fit(backend, train, None, config) with the
+            plan's epoch cap (compare/budget.epochs_for) and, with --lr-search, its lr choice:
+            the prompt search's template, a quarter held out for early stopping and the lr
+            choice, then a refit on every row (methods/trainable.py)
+    peer    Trainer + PEFT at 10 epochs, batch 8, warmup 0.1 + linear, the method's default lr,
+            on the same rows read through the user's natural template (NATURAL); soft_prompt
+            starts from PEFT's TEXT init with a natural instruction, prefix is PEFT's
+            PrefixTuningConfig, lora PEFT's LoraConfig with our r/alpha/targets, full a float32
+            copy; keeps the last epoch
+    peer*   the same, best over the same lr grid (our default x LR_FACTORS), the best chosen on
+            the test rows: an optimistic bound for the peer, separately reported
+    score   every model by tailorlm's engine on the whole test file (--n-test 0), 3 seeds
+
+    .venv/bin/python bench/vs_trainer.py --mode users-view --tasks sst2,trec
+        --methods soft_prompt,prefix,lora,full --seeds 0,1,2 --n-test 0 [--lr-search]
+        [--no-peer-grid] [--md PATH]
 """
 
 from __future__ import annotations
@@ -61,7 +81,13 @@ from tailorlm.methods.templates import resolve
 from tailorlm.methods.trainable import encode_rows
 
 GOALS = {"soft_prompt": 0.5, "lora": 0.7, "full": 0.7}  # ours / peer wall time, at most
-PEERS = {"soft_prompt": "PEFT", "lora": "Trainer+PEFT", "full": "Trainer"}
+PEERS = {"soft_prompt": "PEFT", "prefix": "PEFT prefix tuning", "lora": "Trainer+PEFT",
+         "full": "Trainer"}
+# The user's view: the template and soft-prompt init a user would write for each task.
+NATURAL = {"sst2": "Review: {text}\nSentiment:", "trec": "Question: {text}\nType:"}
+NATURAL_INIT = {"sst2": "Classify the sentiment of this movie review:",
+                "trec": "Classify the type of answer this question asks for:"}
+PEER_EPOCHS = 10
 ACCURACY_POINTS = 1.0  # ours may trail the peer by at most this many accuracy points
 
 
@@ -230,7 +256,18 @@ def main() -> None:
                         help=f"lr for {m} on both sides (default: the method's own)")
     ap.add_argument("--bf16", choices=("auto", "on", "off"), default="off")  # as the methods default
     ap.add_argument("--md", type=Path, default=None, help="also write the markdown here")
+    ap.add_argument("--mode", choices=("same-recipe", "users-view"), default="same-recipe")
+    ap.add_argument("--tasks", default="sst2", help="users-view: sst2,trec")
+    ap.add_argument("--seeds", default="0,1,2", help="users-view: the seeds")
+    ap.add_argument("--lr-search", action="store_true",
+                    help="users-view: ours tries LR_FACTORS as a plan with room for it does")
+    ap.add_argument("--no-peer-grid", action="store_true",
+                    help="users-view: the peer at its default lr only (no peer* column)")
     args = ap.parse_args()
+    if args.mode == "users-view":
+        from users_view import main as users_view
+
+        return users_view(args)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in GOALS]
     if unknown:

@@ -45,7 +45,7 @@ def task():
 
 def make_adapter(backend, task, flat, config=None) -> PrefixAdapter:
     config = config or PrefixConfig(n_virtual=flat.shape[0])
-    return PrefixAdapter("prefix", config, task.with_examples([]), resolve(config.template, task),
+    return PrefixAdapter("prefix", config, task.with_examples([]), resolve("text_label", task),
                          prefix=flat, peft_config=peft_config(backend, flat.shape[0]))
 
 
@@ -190,7 +190,7 @@ def test_save_load_round_trip_is_bit_exact(backend, task, trained, reparameteriz
 def test_labels_init_is_the_label_words_written_first(backend, task):
     """Before training, a labels-initialised prefix is exactly the model reading those tokens."""
     config = PrefixConfig(n_virtual=5)
-    template = resolve(config.template, task)
+    template = resolve("text_label", task)
     ids = init_token_ids(backend, task, template, "labels", "", 5, seed=0)
     words = [i for w in (" negative", " positive") for i in backend.encode(w)]
     assert ids == [words[i % len(words)] for i in range(5)]

@@ -42,7 +42,7 @@ def task():
 def make_adapter(backend, task, prompt, config=None) -> SoftPromptAdapter:
     config = config or SoftPromptConfig(n_virtual=prompt.shape[0])
     return SoftPromptAdapter("soft_prompt", config, task.with_examples([]),
-                             resolve(config.template, task), prompt_embeddings=prompt,
+                             resolve("text_label", task), prompt_embeddings=prompt,
                              peft_config=peft_config(backend, prompt.shape[0]))
 
 
@@ -50,7 +50,8 @@ def make_adapter(backend, task, prompt, config=None) -> SoftPromptAdapter:
 def trained(backend, task, tmp_path_factory):
     """(adapter before training, adapter after, base weights before, requires_grad flags before
     and after, the per-step losses of the run)."""
-    config = SoftPromptConfig(n_virtual=N, epochs=3, batch_size=4, bf16=False)
+    config = SoftPromptConfig(n_virtual=N, epochs=3, batch_size=4, bf16=False, patience=0,
+                              template="text_label")
     before = make_adapter(backend, task, initial_prompt(backend, task, config, seed=0), config)
     backend.model.lm_head.requires_grad_(False)  # a mixed state, to see it restored as it was
     flags = {n: p.requires_grad for n, p in backend.model.named_parameters()}

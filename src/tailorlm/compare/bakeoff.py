@@ -73,7 +73,9 @@ def plan_runs(plan: Plan, train: Task, sizing: dict, p) -> list[Run]:
             n = n_shots(train, kk)
             config = dict(base)
             if t["train"]["epochs"] == "auto" and _trains(info):
-                config.setdefault("epochs", epochs_for(n))
+                config.setdefault("epochs", epochs_for(n, sizing.get("lean_epochs", False)))
+            if sizing.get("lr_search") and _trains(info):
+                config.setdefault("lr_factors", sizing["lr_factors"])
             for j, seed in enumerate(seeds if kk == k else seeds[:1]):
                 first = kk == k and j == 0
                 sens = sizing["sensitivity"] if first else 0
@@ -112,6 +114,8 @@ def _recorded_sizing(plan: Plan, out: Path) -> dict | None:
     if not all(key in sizes for key in ("k", "curve", "max_test", "sensitivity")):
         return None
     return {**{key: sizes[key] for key in ("k", "curve", "max_test", "sensitivity")},
+            **{key: sizes[key] for key in ("lr_search", "lr_factors", "lean_epochs")
+               if key in sizes},
             "estimate_seconds": sizes.get("estimate_seconds", 0.0),
             "notes": [f"continuing the comparison in {out} with its recorded sizes"]}
 

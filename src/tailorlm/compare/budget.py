@@ -7,10 +7,19 @@ Every other cost is a multiple of it:
 
     eval(n)         n * s_query
     choose prompts  choice_passes * judged * s_query                     (prompt family)
-    train           n_fit * epochs * row_tokens * TRAIN_COST / tok_s
-                    + min(epochs, 5) * judged validation rows * s_query
+    train           trials * (n_fit * e_trial * row_tokens * TRAIN_COST / tok_s
+                              + evaluations * judged validation rows * s_query)
+                    + refit: n * e * row_tokens * TRAIN_COST / tok_s
     sensitivity     variants * rows * s_query
     train score     judged * s_query
+
+A learning method's fit is methods/trainable.py's protocol: `trials` runs (one per lr tried) on
+n_fit = 3/4 of the n rows, each stopping `patience` evaluations after its best, then a refit on all
+n rows for the chosen epochs. The estimate expects the best at e = expected_epochs(n) (about
+EXAMPLE_PASSES rows seen), so a trial runs e_trial = e + the patience's epochs (at most the cap,
+epochs_for(n)), and the refit runs e. With one lr the fit costs about (e_trial * 0.75 + e) / e
+times one plain run of e epochs: about 2.2x on 32 rows; the lr choice (LR_FACTORS, three trials)
+adds two more trials, about 3.8x in all, so the plan asks for it only where the budget allows.
 
 `judged` is the rows a choice, an early-stopping check or the train score reads
 (methods/selection.judged_rows: at most 200, 50 on a task with 20 labels or more).
@@ -24,7 +33,12 @@ run's measured/estimated ratio.
 Sizing the default plan (`auto`), in this order:
     k       the largest of 16, 8, 4, 2, 1 per class with k * classes <= 128 (generation: 64,
             32, 16 rows) that fits
-    epochs  about EXAMPLE_PASSES rows seen in all: 20 for a dozen rows, 2 from 120 rows
+    epochs  the cap of early stopping: twice the expected epochs, at least MIN_CAP, at most
+            MAX_CAP (30 for a dozen rows, 16 for 32 rows, 10 from 80 rows); where the whole
+            plan does not fit and a cap of half the expected length buys a larger k (or the
+            whole plan), that is the cap (`lean_epochs`)
+    lr      (`train.lr_search: auto`) three values, LR_FACTORS x each method's default, where the
+            whole plan fits with them at the preferred k; else the default alone
     curve   k/4, k, 4k where the data has them (4k * classes <= 512); 4k is dropped first,
             then k is halved, then the curve goes (seeds come before the curve)
     n_test  as many test rows as fit the budget, at least MIN_TEST
@@ -39,7 +53,7 @@ from dataclasses import dataclass
 
 from tailorlm.data.task import Task
 from tailorlm.methods.selection import judged_rows
-from tailorlm.methods.trainable import MAX_EVALUATIONS
+from tailorlm.methods.trainable import LR_FACTORS, MAX_EVALUATIONS, VAL_FRACTION, TrainFields
 
 PROBE_ROWS = 24
 # passes over the judged rows to choose a prompt, beyond one per built-in template of the task's
@@ -47,11 +61,15 @@ PROBE_ROWS = 24
 # prompts, and calibration. Fitted to the sst2, trec and e2e runs.
 CHOICE_EXTRA_PASSES = 5
 EXAMPLE_PASSES = 240
-MAX_EPOCHS = 20
+MAX_EPOCHS = 20  # of the expected training length
+MIN_CAP, MAX_CAP = 10, 30  # the cap early stopping trains up to
+PATIENCE = TrainFields.patience  # evaluations past the best before a trial stops
 MIN_TEST = 300
 MIN_PART_TEST = 50  # test rows when even one run per method does not fit in the budget
 SENSITIVITY_SHARE = 0.2  # of the budget, at most, for the wording-sensitivity probe
 MIN_SENSITIVITY = 20
+LR_NOTE = (f"one learning rate per method (each method's default): trying {len(LR_FACTORS)} "
+           "would not fit the budget")
 SAFETY = 0.85  # share of the budget the estimate may fill: estimates run a little short
 
 
@@ -113,10 +131,20 @@ def _forward_rate(backend, texts: list[str]) -> float:
     return int(mask.sum()) / max(time.perf_counter() - start, 1e-3)
 
 
-def epochs_for(n_fit: int) -> int:
-    """About EXAMPLE_PASSES rows seen in all, so a tiny sample still gets enough optimizer steps
-    (12 rows: 20 epochs, 30 steps at batch 8) and a large one is not run over and over."""
-    return max(2, min(MAX_EPOCHS, round(EXAMPLE_PASSES / max(n_fit, 1))))
+def expected_epochs(n_fit: int, passes: int = EXAMPLE_PASSES) -> int:
+    """Where early stopping is expected to land: about `passes` rows seen in all (12 rows:
+    20 epochs, 30 steps at batch 8; from 120 rows, 2)."""
+    return max(2, min(MAX_EPOCHS, round(passes / max(n_fit, 1))))
+
+
+def epochs_for(n_fit: int, lean: bool = False) -> int:
+    """The epoch cap a plan gives a learning method: room for early stopping to train past the
+    expected length while validation still improves (the Trainer default users run is 10);
+    `lean` (a tight budget): half the expected length (about EXAMPLE_PASSES / 2 rows seen; on
+    sst2 at K=16, lora's validation peaked at epoch 5 of 24 rows: 120 rows seen)."""
+    if lean:
+        return expected_epochs(n_fit, EXAMPLE_PASSES // 2)
+    return max(MIN_CAP, min(MAX_CAP, 2 * expected_epochs(n_fit)))
 
 
 def n_shots(task: Task, k: int) -> int:
@@ -141,16 +169,23 @@ def method_costs(name: str) -> dict:
     return {"family": spec.family, "sides": sides}
 
 
-def estimate_fit(p: Probe, sides: tuple[float, ...], n: int, epochs: int) -> float:
-    """Seconds to fit one method on n rows (a hybrid: both sides)."""
+def estimate_fit(p: Probe, sides: tuple[float, ...], n: int, epochs: int,
+                 trials: int = 1) -> float:
+    """Seconds to fit one method on n rows (a hybrid: both sides); `epochs` is the cap, `trials`
+    the learning rates tried (see the module doc)."""
     total = 0.0
     for cost in sides:
         if not cost:  # nothing trained: prompts are chosen by scoring candidates
             total += p.choice_passes * judged_rows(n, p.n_labels) * p.s_query
             continue
-        n_fit, n_val = math.ceil(0.75 * n), judged_rows(math.floor(0.25 * n), p.n_labels)
-        evaluations = min(epochs, MAX_EVALUATIONS)
-        total += n_fit * epochs * p.row_tokens * cost / p.tok_s + evaluations * n_val * p.s_query
+        n_fit = math.ceil((1 - VAL_FRACTION) * n)
+        n_val = judged_rows(math.floor(VAL_FRACTION * n), p.n_labels)
+        e = min(epochs, expected_epochs(n_fit))
+        every = max(1.0, epochs / MAX_EVALUATIONS)  # epochs between evaluations
+        e_trial = min(epochs, e + PATIENCE * every)
+        evaluations = min(MAX_EVALUATIONS, math.ceil(e_trial / every))
+        trial = n_fit * e_trial * p.row_tokens * cost / p.tok_s + evaluations * n_val * p.s_query
+        total += trials * trial + n * e * p.row_tokens * cost / p.tok_s
     return total
 
 
@@ -161,15 +196,45 @@ def variant_count(info: dict) -> int:
 
 def run_seconds(p: Probe, info: dict, n: int, epochs: int, n_test: int, sens_rows: int,
                 train_score: bool) -> float:
-    """Estimated seconds of one run: fit, evaluation, sensitivity, and the train-score pass."""
-    return (estimate_fit(p, info["sides"], n, epochs)
+    """Estimated seconds of one run: fit, evaluation, sensitivity, and the train-score pass.
+    `info["trials"]`: the learning rates each learning side tries (1 unless the plan asks)."""
+    return (estimate_fit(p, info["sides"], n, epochs, info.get("trials", 1))
             + (n_test + sens_rows * variant_count(info)) * p.s_query
             + (judged_rows(n, p.n_labels) * p.s_query if train_score else 0.0))
 
 
 def size_plan(plan, train: Task, test: Task, p: Probe, method_info: dict[str, dict]) -> dict:
     """The plan's `auto` values resolved against the data and the probe: {"k", "curve",
-    "max_test", "sensitivity", "estimate_seconds", "notes"}.
+    "max_test", "sensitivity", "lr_search", "lr_factors", "estimate_seconds", "notes"}.
+
+    `train.lr_search: auto` keeps three learning rates per learning side where they cost nothing
+    else the plan holds: the whole plan fits with them at the same k and curve as without, on
+    at least min(MIN_TEST, the rows it would have had) test rows; otherwise each method's
+    default lr alone (and a note says so).
+    """
+    choice = plan.tree["train"].get("lr_search", "auto")
+    if choice in (True, False):
+        return _size(plan, train, test, p, method_info, choice)
+    plain = _size(plan, train, test, p, method_info, False)
+    if not any(any(info["sides"]) for info in method_info.values()):
+        return plain  # nothing learns: nothing to choose
+    if not plain["whole"] and plan.tree["train"]["epochs"] == "auto":
+        lean = _size(plan, train, test, p, method_info, False, lean=True)
+        if lean["whole"] or lean["k"] > plain["k"]:
+            lean["notes"] += ["epochs capped at about half the expected length (epochs_for(n, "
+                              "lean=True)) to fit the budget", LR_NOTE]
+            return lean
+    searched = _size(plan, train, test, p, method_info, True)
+    if searched["whole"] and (searched["k"], searched["curve"]) == (plain["k"], plain["curve"]) \
+            and searched["max_test"] >= min(MIN_TEST, plain["max_test"]):
+        return searched
+    plain["notes"].append(LR_NOTE)
+    return plain
+
+
+def _size(plan, train: Task, test: Task, p: Probe, method_info: dict[str, dict],
+          lr_search: bool, lean: bool = False) -> dict:
+    """size_plan at a given lr choice.
 
     Tries the preferred sizes first and gives up, in this order, until the whole plan fits with
     at least MIN_TEST test rows: the curve's largest point, then halving k (not below 4), then
@@ -180,6 +245,8 @@ def size_plan(plan, train: Task, test: Task, p: Probe, method_info: dict[str, di
     MIN_PART_TEST: a score without its spread over seeds cannot be compared.
     """
     t = plan.tree
+    trials = len(LR_FACTORS) if lr_search else 1
+    method_info = {m: {**info, "trials": trials, "lean": lean} for m, info in method_info.items()}
     budget = t["budget_minutes"] * 60 * SAFETY
     n_classes = len(train.labels) if train.kind == "classification" else 1
     ks = [t["train"]["k"]] if t["train"]["k"] != "auto" else (
@@ -240,7 +307,8 @@ def size_plan(plan, train: Task, test: Task, p: Probe, method_info: dict[str, di
                      f"{chosen['max_test']} test rows; the runner skips the curve points that do "
                      "not fit")
     return {**{k: v for k, v in chosen.items() if k not in ("required", "tiers", "per_row")},
-            "notes": notes}
+            "lr_search": lr_search, "lr_factors": list(LR_FACTORS) if lr_search else [1.0],
+            "lean_epochs": lean, "notes": notes, "whole": bool(whole)}
 
 
 def _curves(spec, train: Task, k: int, n_classes: int) -> list[list[int]]:
@@ -275,7 +343,8 @@ def _totals(plan, p: Probe, method_info: dict, train: Task, k: int, curve: list[
     for info in method_info.values():
         for kk, runs in points:
             n = n_shots(train, kk)
-            epochs = t["train"]["epochs"] if t["train"]["epochs"] != "auto" else epochs_for(n)
+            epochs = t["train"]["epochs"] if t["train"]["epochs"] != "auto" else \
+                epochs_for(n, info.get("lean", False))
             plain = run_seconds(p, info, n, epochs, 0, 0, t["eval"]["train_score"])
             fixed += runs * plain + (sens_rows * variant_count(info) * p.s_query
                                      if kk == k else 0.0)

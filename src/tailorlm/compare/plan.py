@@ -65,7 +65,8 @@ SHARED = {"train": ("epochs", "batch_size"), "data": ("variant_field",)}  # -> m
 TREE = {  # every key a plan may hold, and its default
     "task": None, "data": {k: None for k in DATA_KEYS}, "model": "smollm2-135m",
     "dtype": "float32", "seeds": 3, "budget_minutes": 30,
-    "train": {"k": AUTO, "curve": AUTO, "epochs": AUTO, "batch_size": None},
+    "train": {"k": AUTO, "curve": AUTO, "epochs": AUTO, "batch_size": None,
+              "lr_search": AUTO},  # epochs: early stopping's cap; lr_search: auto | true | false
     # tie_level: a method ties the best unless the best wins in this share of paired resamples
     "eval": {"max_test": AUTO, "sensitivity": AUTO, "train_score": True, "metric": None,
              "tie_level": 0.95},
@@ -172,6 +173,9 @@ def check(plan: Plan) -> None:
     for key in ("k", "epochs", "batch_size"):
         if t["train"][key] not in (AUTO, None):
             _positive(t["train"][key], f"train.{key}", src)
+    if t["train"]["lr_search"] not in (AUTO, True, False):
+        raise TailorError(f"{src}: train.lr_search is auto (where the budget allows), true or "
+                          f"false, not {t['train']['lr_search']!r}")
     curve = t["train"]["curve"]
     if curve != AUTO and not (isinstance(curve, list) and all(
             isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in curve)):

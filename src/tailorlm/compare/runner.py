@@ -171,7 +171,7 @@ def run_comparison(backend: Backend, train: Task, test: Task, runs: list[Run], o
 def _run_one(backend, train, test, run: Run, spec, config, out: Path, metric, val) -> dict:
     shots = k_per_class(train, run.k, run.seed) if run.k else train
     with CostMeter() as fit_cost:
-        adapter = spec.fit(backend, shots, val, config, seed=run.seed,
+        adapter = spec.fit(backend, shots, val, config, seed=run.seed, metric=metric,
                            work_dir=out / "work" / run.slug, resume=True)
     result = evaluate(backend, adapter, test, metric=metric, seed=run.seed)
     adapter_dir = out / "adapters" / run.slug

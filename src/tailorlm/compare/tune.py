@@ -62,6 +62,7 @@ def train_costs(adapter, backend: Backend) -> dict:
     if report.get("optimizer_bytes"):
         out["optimizer_bytes"] = int(report["optimizer_bytes"])
     out.update({k: report[k] for k in PART_KEYS if k in report})
+    out.update({k: report[k] for k in ("template", "fit") if k in report})  # how it was fitted
     return out
 
 
@@ -109,7 +110,7 @@ def tune(backend: Backend, method: str, train: Task, out, *, val: Task | None = 
     cfg = spec.config.from_dict(config)
     with CostMeter() as meter:
         adapter = spec.fit(backend, train, val, cfg, seed=seed, work_dir=out / WORK,
-                           resume=resume)
+                           resume=resume, metric=metric)
     validation = None
     if val is not None and len(val):
         validation = evaluate(backend, adapter, val, metric=metric, seed=seed)

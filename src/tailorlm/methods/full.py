@@ -86,19 +86,20 @@ class FullAdapter(TunedAdapter):
 
 
 def fit(backend: Backend, train: Task, val: Task | None, config: FullConfig, *, seed: int = 0,
-        work_dir=None, resume: bool = False) -> FullAdapter:
-    # A deep copy, trained in float32: the loop keeps master weights in float32 and only computes
-    # in bfloat16 under autocast. It goes back to the base's dtype to compute like the base.
-    model = copy.deepcopy(backend.model).float().requires_grad_(True)
-    trainable = ModuleTrainable(model)
+        work_dir=None, resume: bool = False, metric: str | None = None) -> FullAdapter:
     task = train.with_examples([])
 
-    def make_adapter(template):
-        return FullAdapter(NAME, config, task, template, model=model, tokenizer=backend.tokenizer)
+    def start():
+        # A deep copy, trained in float32: the loop keeps master weights in float32 and only
+        # computes in bfloat16 under autocast. It goes back to the base's dtype to compute like
+        # the base. Each trial of the fit protocol starts from a new copy of the base.
+        model = copy.deepcopy(backend.model).float().requires_grad_(True)
+        return ModuleTrainable(model), lambda template: FullAdapter(
+            NAME, config, task, template, model=model, tokenizer=backend.tokenizer)
 
-    adapter, _ = fit_trainable(backend, train, val, config, trainable, make_adapter, seed=seed,
-                               work_dir=work_dir, resume=resume)
-    model.to(backend.dtype).eval()
+    adapter, trainable = fit_trainable(backend, train, val, config, start, seed=seed,
+                                       work_dir=work_dir, resume=resume, metric=metric)
+    adapter.model.to(backend.dtype).eval()
     adapter.train_result.update(trainable_params=trainable.n_params,
                                 optimizer_bytes=optimizer_bytes(trainable.n_params))
     return adapter

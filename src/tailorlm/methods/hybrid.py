@@ -312,7 +312,7 @@ def split_variants(task: Task | None, variant_field: str | None) -> dict[str, li
 
 
 def fit(backend: Backend, train: Task, val: Task | None, config: HybridConfig, *, seed: int = 0,
-        work_dir=None, resume: bool = False) -> HybridAdapter:
+        work_dir=None, resume: bool = False, metric: str | None = None) -> HybridAdapter:
     weight_spec, input_spec = type(config).weight_spec, type(config).input_spec
     name = f"{weight_spec.name}+{input_spec.name}"
     by_variant = split_variants(train, config.variant_field)
@@ -327,32 +327,46 @@ def fit(backend: Backend, train: Task, val: Task | None, config: HybridConfig, *
     # would hide this fit's peak from the caller's meter around the whole hybrid.
     started = time.perf_counter()
     weight = weight_spec.fit(backend, train, val, config.weight, seed=seed,
-                             work_dir=sub("weight"), resume=resume)
+                             work_dir=sub("weight"), resume=resume, metric=metric)
     seconds = time.perf_counter() - started
     report = {"weight": {**getattr(weight, "train_result", {}), "fit_seconds": seconds,
                          "trainable_params": weight.trainable_params, "n_train": len(train)}}
     bound = weight.bind(backend)
-    fallback, report["fallback"] = fit_input(backend, bound, weight, input_spec, config.input,
+    input_config = reading_weights(config.input, weight)
+    fallback, report["fallback"] = fit_input(backend, bound, weight, input_spec, input_config,
                                              train, val, seed=seed, work_dir=sub("fallback"),
-                                             resume=resume, variant=None)
+                                             resume=resume, variant=None, metric=metric)
     variants, report["variants"] = {}, {}
     for value, examples in by_variant.items():
         v_val = val_by_variant.get(value)
         variants[value], report["variants"][value] = fit_input(
-            backend, bound, weight, input_spec, config.input, train.with_examples(examples),
+            backend, bound, weight, input_spec, input_config, train.with_examples(examples),
             val.with_examples(v_val) if v_val else None, seed=seed,
-            work_dir=sub("variants", folder_name(value)), resume=resume, variant=value)
+            work_dir=sub("variants", folder_name(value)), resume=resume, variant=value,
+            metric=metric)
     report.update(totals(report))
     return HybridAdapter(name, config, weight, fallback, variants, report)
 
 
+def reading_weights(config, weight):
+    """The input side's config, its `template: auto` pinned to the template the weight side
+    trained through (the prompt search's choice: the prompt the weights learned to answer)."""
+    template = getattr(weight, "template", None)
+    if getattr(config, "template", None) != "auto" or template is None:
+        return config
+    pinned = {k: getattr(template, k) for k in ("name", "query", "answer", "instruction",
+                                                "separator", "answer_space")}
+    return replace(config, template=pinned)
+
+
 def fit_input(backend: Backend, bound: Backend, weight, spec: MethodSpec, config, train: Task,
               val: Task | None, *, seed: int, work_dir, resume: bool,
-              variant: str | None) -> tuple[Any, dict]:
+              variant: str | None, metric: str | None = None) -> tuple[Any, dict]:
     """One input side fitted over the bound weight side, and its report."""
     started = time.perf_counter()
     try:
-        adapter = spec.fit(bound, train, val, config, seed=seed, work_dir=work_dir, resume=resume)
+        adapter = spec.fit(bound, train, val, config, seed=seed, work_dir=work_dir, resume=resume,
+                           metric=metric)
     except TailorError as e:
         if variant is None:
             raise
@@ -364,7 +378,7 @@ def fit_input(backend: Backend, bound: Backend, weight, spec: MethodSpec, config
               "train_seconds": trained.get("train_seconds", 0.0),
               "optimizer_bytes": trained.get("optimizer_bytes", 0)}
     if val is not None and len(val):
-        report["val_score"] = quick_score(backend, Stacked(weight, adapter), val)
+        report["val_score"] = quick_score(backend, Stacked(weight, adapter), val, metric)
     return adapter, report
 
 
@@ -406,7 +420,8 @@ def add_variant(backend: Backend, adapter_dir, variant, train: Task, val: Task |
                 if e.extra.get(field_) is None or str(e.extra[field_]) == variant]
     spec = type(hybrid.config).input_spec
     adapter, report = fit_input(backend, hybrid.weight.bind(backend), hybrid.weight, spec,
-                                hybrid.config.input, train.with_examples(keep),
+                                reading_weights(hybrid.config.input, hybrid.weight),
+                                train.with_examples(keep),
                                 val.with_examples(val_rows) if val_rows else None, seed=seed,
                                 work_dir=work_dir, resume=resume, variant=variant)
     rel = Path("variants", folder_name(variant))

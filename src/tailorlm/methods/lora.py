@@ -229,19 +229,19 @@ class LoraAdapter(TunedAdapter):
 
 
 def fit(backend: Backend, train: Task, val: Task | None, config: LoraConfig, *, seed: int = 0,
-        work_dir=None, resume: bool = False) -> LoraAdapter:
-    with torch.random.fork_rng():  # A's random init, seeded without touching the global RNG
-        torch.manual_seed(seed)
-        model = wrap(frozen_view(backend.model), peft_config(config, backend.identity))
-    trainable = ModuleTrainable(model.base_model.model)  # only the lora_A/lora_B require grad
+        work_dir=None, resume: bool = False, metric: str | None = None) -> LoraAdapter:
     task = train.with_examples([])
 
-    def make_adapter(template):
-        return LoraAdapter(NAME, config, task, template, identity=backend.identity,
-                           peft_model=model, base_id=id(backend.model))
+    def start():  # each trial of the fit protocol (methods/trainable.py): the same seeded A
+        with torch.random.fork_rng():  # A's random init, seeded without touching the global RNG
+            torch.manual_seed(seed)
+            model = wrap(frozen_view(backend.model), peft_config(config, backend.identity))
+        return ModuleTrainable(model.base_model.model), lambda template: LoraAdapter(
+            NAME, config, task, template, identity=backend.identity, peft_model=model,
+            base_id=id(backend.model))  # only the lora_A/lora_B require grad
 
-    adapter, _ = fit_trainable(backend, train, val, config, trainable, make_adapter, seed=seed,
-                               work_dir=work_dir, resume=resume)
+    adapter, trainable = fit_trainable(backend, train, val, config, start, seed=seed,
+                                       work_dir=work_dir, resume=resume, metric=metric)
     adapter.train_result.update(trainable_params=trainable.n_params,
                                 optimizer_bytes=optimizer_bytes(trainable.n_params))
     return adapter

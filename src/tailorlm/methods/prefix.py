@@ -35,8 +35,8 @@ from tailorlm.errors import TailorError
 from tailorlm.methods import virtual_prefix as vp
 from tailorlm.methods.contract import MethodSpec
 from tailorlm.methods.index import register
-from tailorlm.methods.templates import resolve
-from tailorlm.methods.trainable import TrainFields, TunedAdapter, fit_trainable
+from tailorlm.methods.templates import Template, resolve
+from tailorlm.methods.trainable import TrainFields, TunedAdapter, choose_template, fit_trainable
 from tailorlm.models.backend import Backend
 
 NAME = "prefix"
@@ -171,10 +171,13 @@ def peft_config(backend: Backend, n_virtual: int) -> dict:
 
 
 @torch.no_grad()
-def initial_encoder(backend: Backend, task: Task, config: PrefixConfig, seed: int) -> PrefixEncoder:
+def initial_encoder(backend: Backend, task: Task, config: PrefixConfig, seed: int,
+                    template: Template | None = None) -> PrefixEncoder:
     model = backend.model
-    ids = vp.init_token_ids(backend, task, resolve(config.template, task), config.init,
-                            config.init_text, config.n_virtual, seed)
+    template = template or resolve(config.template if config.template != "auto" else "default",
+                                   task)
+    ids = vp.init_token_ids(backend, task, template, config.init, config.init_text,
+                            config.n_virtual, seed)
     if config.reparameterize:
         d = vp.model_dims(model)
         with torch.random.fork_rng(devices=[]):
@@ -189,21 +192,27 @@ def initial_encoder(backend: Backend, task: Task, config: PrefixConfig, seed: in
 
 
 def fit(backend: Backend, train: Task, val: Task | None, config: PrefixConfig, *,
-        seed: int = 0, work_dir=None, resume: bool = False) -> PrefixAdapter:
-    encoder = initial_encoder(backend, train, config, seed)
-    trainable = PrefixTrainable(backend.model, encoder)
+        seed: int = 0, work_dir=None, resume: bool = False,
+        metric: str | None = None) -> PrefixAdapter:
+    template = choose_template(backend, config, train, val, seed, metric).template
     saved = peft_config(backend, config.n_virtual)
-    n_trained = sum(p.numel() for p in encoder.parameters())
+    task = train.with_examples([])
 
-    def make_adapter(template) -> PrefixAdapter:
-        with torch.no_grad():
-            flat = encoder().detach().float().clone()
-        return PrefixAdapter(NAME, config, train.with_examples([]), template, prefix=flat,
-                             peft_config=saved, trained_params=n_trained)
+    def start():
+        encoder = initial_encoder(backend, train, config, seed, template)
+        n_trained = sum(p.numel() for p in encoder.parameters())
+
+        def to_adapter(template) -> PrefixAdapter:
+            with torch.no_grad():
+                flat = encoder().detach().float().clone()
+            return PrefixAdapter(NAME, config, task, template, prefix=flat, peft_config=saved,
+                                 trained_params=n_trained)
+
+        return PrefixTrainable(backend.model, encoder), to_adapter
 
     with vp.frozen(backend.model):
-        adapter, _ = fit_trainable(backend, train, val, config, trainable, make_adapter,
-                                   seed=seed, work_dir=work_dir, resume=resume)
+        adapter, _ = fit_trainable(backend, train, val, config, start, seed=seed,
+                                   work_dir=work_dir, resume=resume, metric=metric)
     return adapter
 
 

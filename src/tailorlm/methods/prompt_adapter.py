@@ -33,6 +33,9 @@ class PromptAdapter:
     pool: list[Example] = field(default_factory=list)  # candidates for per-query `similar` demos
     n_similar: int = 0
     bias: np.ndarray | None = None  # contextual-calibration log p_cf, (L,)
+    # How it was chosen, for the report: the template search's record (margin, tied candidates),
+    # calibration, and (few_shot) the demonstrations' validation score against the template alone
+    choice: dict = field(default_factory=dict)
 
     def bind(self, backend):
         return backend  # text only: the base model computes as it is
@@ -69,8 +72,7 @@ class PromptAdapter:
         return dataclasses.replace(self, demos=[self.demos[i] for i in order])
 
     def with_bias(self, bias: np.ndarray | None) -> PromptAdapter:
-        return PromptAdapter(self.method, self.config, self.task, self.template, self.demos,
-                             self.pool, self.n_similar, bias)
+        return dataclasses.replace(self, bias=bias)
 
     def state(self) -> dict:
         def row(e: Example) -> dict:
@@ -84,6 +86,7 @@ class PromptAdapter:
             "pool": [row(e) for e in self.pool],
             "n_similar": self.n_similar,
             "bias": None if self.bias is None else self.bias.tolist(),
+            "choice": self.choice,
         }
 
     @classmethod
@@ -94,7 +97,7 @@ class PromptAdapter:
         rows = lambda key: [Example(**r) for r in state[key]]  # noqa: E731
         bias = None if state["bias"] is None else np.array(state["bias"])
         return cls(method, config, task, Template(**state["template"]), rows("demos"),
-                   rows("pool"), state["n_similar"], bias)
+                   rows("pool"), state["n_similar"], bias, state.get("choice", {}))
 
     # -- similar demonstrations ---------------------------------------------------------------
     @cached_property

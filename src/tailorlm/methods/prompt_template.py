@@ -1,9 +1,11 @@
 """prompt_template: zero-shot prompting with a template, optionally calibrated.
 
 The model sees only the template around the input; nothing is trained. With `template: auto` the
-built-in templates (methods/templates.py) are each scored on validation data and the best is kept,
-so the choice is measured rather than guessed. `calibrate` applies contextual calibration (Zhao et
-al. 2021): `auto` keeps it only where it helps on validation.
+built-in templates (methods/templates.py) are each scored on the data and the best is kept, so the
+choice is measured rather than guessed: methods/template_search.py, the search every method's
+template comes from (the learning methods train through the same choice). `calibrate` applies
+contextual calibration (Zhao et al. 2021): `auto` keeps it only where it raises the plan's metric
+on the same rows.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from tailorlm.data.task import Task
 from tailorlm.methods.contract import MethodConfig, MethodSpec, choose
 from tailorlm.methods.prompt_adapter import PromptAdapter
 from tailorlm.methods.index import register
-from tailorlm.methods.selection import rank, validation_subset, with_calibration
-from tailorlm.methods.templates import builtin_templates, resolve
+from tailorlm.methods import template_search
+from tailorlm.methods.selection import metric_name, rank, with_calibration
+from tailorlm.methods.templates import resolve
 
 NAME = "prompt_template"
 
@@ -33,28 +36,28 @@ class PromptTemplateConfig(MethodConfig):
 
 
 def fit(backend, train: Task, val: Task | None, config: PromptTemplateConfig, *,
-        seed: int = 0, work_dir=None, resume: bool = False) -> PromptAdapter:
-    """Choose the template (and calibration) on `val`, or on `train` when there is none:
-    zero-shot learns nothing else from the data, so the training examples are fair judges."""
-    judge = validation_subset(val if val is not None and len(val) else train, seed)
-    if config.template == "auto":
-        templates = list(builtin_templates(train).values())
-    else:
-        templates = [resolve(config.template, train)]
+        seed: int = 0, work_dir=None, resume: bool = False,
+        metric: str | None = None) -> PromptAdapter:
+    """Choose the template by the shared prompt search (methods/template_search.py: every
+    training and validation row judges; zero-shot learns nothing else from the data, so the
+    training rows are fair judges), then calibration by the plan's `metric` on the same rows."""
     task = train.with_examples([])
-    candidates = [PromptAdapter(NAME, config, task, t) for t in templates]
-    if len(candidates) == 1 and config.calibrate == "off":
-        return candidates[0]
-    # few_shot asks for the same zero-shot ranking (uncalibrated): in one process it is made once
-    key = (id(backend.model), backend.sha256, judge.fingerprint(), tuple(templates))
-    if key not in _RANKINGS:
-        _RANKINGS[key] = rank(backend, candidates, judge)
-    i, raw = _RANKINGS[key]
-    chosen = with_calibration(backend, candidates[i], raw, judge, config.calibrate)
-    return PromptAdapter(NAME, config, task, chosen.template, bias=chosen.bias)
-
-
-_RANKINGS: dict = {}  # (model, judge data, candidates) -> (best index, its raw label scores)
+    if config.template != "auto":
+        template = resolve(config.template, train)
+        if config.calibrate == "off":
+            return PromptAdapter(NAME, config, task, template, choice={"template": template.name,
+                                                                       "by": "pinned"})
+        choice = template_search.pinned(template)
+        judge = template_search.judge_rows(train, val, seed)
+        raw = rank(backend, [PromptAdapter(NAME, config, task, template)], judge)[1]
+    else:
+        choice = template_search.search(backend, train, val, seed, metric)
+        template, judge, raw = choice.template, choice.judge, choice.raw
+    chosen = with_calibration(backend, PromptAdapter(NAME, config, task, template), raw, judge,
+                              config.calibrate, metric)
+    return PromptAdapter(NAME, config, task, template, bias=chosen.bias,
+                         choice={**choice.record(), "calibrated": chosen.bias is not None,
+                                 "metric": metric_name(train, metric)})
 
 
 def from_state(config: PromptTemplateConfig, state: dict, directory=None) -> PromptAdapter:

@@ -25,8 +25,8 @@ from tailorlm.errors import TailorError
 from tailorlm.methods import virtual_prefix as vp
 from tailorlm.methods.contract import MethodSpec
 from tailorlm.methods.index import register
-from tailorlm.methods.templates import resolve
-from tailorlm.methods.trainable import TrainFields, TunedAdapter, fit_trainable
+from tailorlm.methods.templates import Template, resolve
+from tailorlm.methods.trainable import TrainFields, TunedAdapter, choose_template, fit_trainable
 from tailorlm.models.backend import Backend
 
 NAME = "soft_prompt"
@@ -127,27 +127,32 @@ def peft_config(backend: Backend, n_virtual: int) -> dict:
             "base_model_name_or_path": backend.identity, "inference_mode": True}
 
 
-def initial_prompt(backend: Backend, task: Task, config: SoftPromptConfig,
-                   seed: int) -> torch.Tensor:
-    template = resolve(config.template, task)
+def initial_prompt(backend: Backend, task: Task, config: SoftPromptConfig, seed: int,
+                   template: Template | None = None) -> torch.Tensor:
+    template = template or resolve(config.template if config.template != "auto" else "default",
+                                   task)
     ids = vp.init_token_ids(backend, task, template, config.init, config.init_text,
                             config.n_virtual, seed)
     return vp.token_embeddings(backend.model, ids)  # (n, hidden)
 
 
 def fit(backend: Backend, train: Task, val: Task | None, config: SoftPromptConfig, *,
-        seed: int = 0, work_dir=None, resume: bool = False) -> SoftPromptAdapter:
-    trainable = SoftPromptTrainable(backend.model, initial_prompt(backend, train, config, seed))
+        seed: int = 0, work_dir=None, resume: bool = False,
+        metric: str | None = None) -> SoftPromptAdapter:
+    template = choose_template(backend, config, train, val, seed, metric).template
+    init = initial_prompt(backend, train, config, seed, template)
     saved = peft_config(backend, config.n_virtual)
+    task = train.with_examples([])
 
-    def make_adapter(template) -> SoftPromptAdapter:
-        return SoftPromptAdapter(NAME, config, train.with_examples([]), template,
-                                 prompt_embeddings=trainable.prompt.detach().clone(),
-                                 peft_config=saved)
+    def start():
+        trainable = SoftPromptTrainable(backend.model, init)
+        return trainable, lambda template: SoftPromptAdapter(
+            NAME, config, task, template, prompt_embeddings=trainable.prompt.detach().clone(),
+            peft_config=saved)
 
     with vp.frozen(backend.model):
-        adapter, _ = fit_trainable(backend, train, val, config, trainable, make_adapter,
-                                   seed=seed, work_dir=work_dir, resume=resume)
+        adapter, _ = fit_trainable(backend, train, val, config, start, seed=seed,
+                                   work_dir=work_dir, resume=resume, metric=metric)
     return adapter
 
 

@@ -1,13 +1,33 @@
-"""What every method that learns shares: its training options, its rows, and its prompt.
+"""What every method that learns shares: its training options, its rows, its prompt, and the
+protocol that chooses how long and how fast it trains.
 
-A trained method reads the same template as prompt_template (`Text: {text}\\nLabel:` unless told),
-without demonstrations, and learns to say the label's words (or the target text) after it:
+Prompt-based fine-tuning (Gao et al. 2021): a learning method reads the template the shared prompt
+search chose on the same training data (methods/template_search.py; `template: auto`, or a pinned
+one), without demonstrations, and learns to say the label's words (or the target text) after it:
 
     rows:   [prompt ids][target ids][eos]       loss on the target and eos only
-    fit:    engine.train.train(trainable, rows, evaluate=validation gold log-prob, ...)
 
-A method supplies a `Trainable` (engine/train.py: its parameters and its loss on a batch) and an
-adapter class built on `TunedAdapter`, which gives it the prompt, the label continuations and the
+The fit protocol (`fit_trainable`), on n training rows:
+
+    held-out  with no validation data, a quarter of the rows (stratified) is held out: the judge
+    trials    for each lr in lr * lr_factors: train on the rest up to `epochs` (the cap), evaluating
+              on the judge (at most MAX_EVALUATIONS times); stop after `patience` evaluations
+              without a new best; keep the best evaluation (the plan's metric, ties broken by the
+              gold label's log-probability: methods/selection.judged)
+    choose    the trial with the best validation score: its lr, and its best epoch
+    refit     (`refit: true`, the default) train again on all n rows with that lr for that many
+              epochs, without validation: no row of a tiny sample is left untrained. Cost: one
+              more fit of n rows for the chosen epochs, about (1 + 1/0.75) times the rows the
+              chosen trial trained on before it stopped; the report's fit seconds include it.
+    given val with validation data from the user nothing is held out, so nothing is refitted:
+              the best trial's best checkpoint is kept
+
+`n_train` in the fit's record is the rows the kept weights were trained on. Under `fit` in the
+record: the chosen lr and epochs, every trial's score, and the selection and refit seconds.
+
+A method supplies `start()`: a fresh `Trainable` (engine/train.py: its parameters and its loss on
+a batch) with the same initial weights each call, and the function that wraps its current weights
+as an adapter built on `TunedAdapter`, which gives it the prompt, the label continuations and the
 task; the method adds `bind` (how the backend computes with it), `save_files` and `state`.
 """
 
@@ -17,6 +37,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,48 +46,67 @@ import numpy as np
 
 from tailorlm.data.sample import split
 from tailorlm.data.task import Example, Task
-from tailorlm.engine.evaluate import label_scores, quick_score
 from tailorlm.engine.prompt import Prompt
 from tailorlm.engine.prompt import prompt_ids as encoded_prompt
-from tailorlm.engine.train import TrainConfig, TrainResult, train
+from tailorlm.engine.train import TrainConfig, train
+from tailorlm.errors import TailorError
+from tailorlm.methods import template_search
 from tailorlm.methods.contract import MethodConfig, example_id
-from tailorlm.methods.selection import validation_subset
+from tailorlm.methods.selection import judged, metric_name, validation_parts, validation_subset
 from tailorlm.methods.templates import Template, resolve
 from tailorlm.models.backend import Backend
 
-MAX_EVALUATIONS = 5  # validation passes (and best-checkpoint candidates) per fit, at most
-VAL_FRACTION = 0.25  # carved from the training data for early stopping when no --val is given
+MAX_EVALUATIONS = 10  # validation passes (and best-checkpoint candidates) per trial, at most
+VAL_FRACTION = 0.25  # carved from the training data for the choices when no --val is given
+LR_FACTORS = [0.3, 1.0, 3.0]  # the lr choice a plan asks for where its budget allows
 
 
 @dataclass
 class TrainFields(MethodConfig):
     """Training options every learning method has; each method sets its own `lr` default."""
 
-    epochs: int = 5
+    # The cap: training stops earlier once validation stops improving (`patience`).
+    epochs: int = 10
     batch_size: int = 8
     grad_accum: int = 1
     lr: float = 1e-3
+    # Multiples of `lr` tried on held-out rows, the best kept: [0.3, 1, 3] costs three trials.
+    lr_factors: list = field(default_factory=lambda: [1.0])
     weight_decay: float = 0.0
     warmup_ratio: float = 0.1
     schedule: str = "linear"  # linear | cosine | constant
-    patience: int = 0  # evaluations without improvement before stopping; 0 = never
+    patience: int = 2  # evaluations without a new best before stopping; 0 = train to the cap
+    # After choosing lr and epochs on held-out rows, train again on every row with them.
+    refit: bool = True
     # bfloat16 autocast: "auto" = where the CPU/GPU computes it natively. Off by default: on sst2
     # (bench/vs_trainer.py, docs/benchmarks.md) it trained 1.2-1.9x faster here but ended 1.5-3.8
     # points lower for soft_prompt, lora and full alike; opt in with --set METHOD.bf16=auto.
     bf16: bool | str = False
-    # The prompt the method learns to answer after; "default" = the task kind's first built-in
-    # ("Text: {text}\nLabel:" or "Input: {text}\nOutput:"). Tuning makes the wording matter less.
-    template: str | dict = "default"
+    # The prompt the method learns to answer after: "auto" = the shared prompt search's choice
+    # on the same data (methods/template_search.py), or a built-in name / your own template.
+    template: str | dict = "auto"
 
     def validate(self) -> None:
         self.train_config(seed=0)  # TrainConfig checks the values and says how to fix them
+        factors = self.lr_factors
+        if isinstance(factors, (int, float)) and not isinstance(factors, bool):
+            factors = [factors]
+        if not (isinstance(factors, (list, tuple)) and factors and all(
+                isinstance(f, (int, float)) and not isinstance(f, bool) and f > 0
+                for f in factors)):
+            raise TailorError(f"lr_factors is a list of positive multiples of lr, e.g. [0.3, 1, 3]"
+                              f" (three trials) or [1] (none), not {self.lr_factors!r}")
+        self.lr_factors = [float(f) for f in factors]
+        if not isinstance(self.refit, bool):
+            raise TailorError(f"refit must be true or false, not {self.refit!r}")
 
-    def train_config(self, seed: int) -> TrainConfig:
-        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size,
-                           grad_accum=self.grad_accum, lr=self.lr,
-                           weight_decay=self.weight_decay, warmup_ratio=self.warmup_ratio,
-                           schedule=self.schedule, patience=self.patience, bf16=self.bf16,
-                           seed=seed)
+    def train_config(self, seed: int, **changes) -> TrainConfig:
+        return TrainConfig(**{**dict(epochs=self.epochs, batch_size=self.batch_size,
+                                     grad_accum=self.grad_accum, lr=self.lr,
+                                     weight_decay=self.weight_decay,
+                                     warmup_ratio=self.warmup_ratio, schedule=self.schedule,
+                                     patience=self.patience, bf16=self.bf16, seed=seed),
+                              **changes})
 
 
 @dataclass
@@ -118,22 +158,6 @@ class TunedAdapter:
         return task, Template(**state["template"]), state.get("train_result", {})
 
 
-def validation_score(backend: Backend, adapter, val: Task) -> float:
-    """What early stopping and the best checkpoint go by; higher is better.
-
-    Classification: the mean log-probability of the gold label, normalised over the label set. A
-    few dozen validation rows make accuracy a coarse, often tied signal (ties keep the earliest
-    checkpoint); the gold log-probability moves with every step that helps. Generation: the task's
-    metric on greedy outputs.
-    """
-    if val.kind != "classification":
-        return quick_score(backend, adapter, val)
-    scores = label_scores(backend, adapter, val)
-    normalised = scores - np.logaddexp.reduce(scores, axis=1, keepdims=True)
-    gold = np.array([val.labels.index(e.label) for e in val.examples])
-    return float(normalised[np.arange(len(gold)), gold].mean())
-
-
 def encode_rows(backend: Backend, template: Template, task: Task) -> list[tuple[list, list]]:
     """(ids, target_mask) per example, tokenized as the engine reads it: shared, own, answer."""
     eos = backend.tokenizer.eos_token_id
@@ -156,42 +180,153 @@ def spaced(config: TrainConfig, n_rows: int) -> TrainConfig:
     return dataclasses.replace(config, eval_every=math.ceil(steps / MAX_EVALUATIONS))
 
 
-def fit_trainable(backend: Backend, train_task: Task, val: Task | None, config: TrainFields,
-                  trainable, make_adapter, *, seed: int, work_dir=None,
-                  resume: bool = False) -> tuple[object, TrainResult]:
-    """Train `trainable` on the task; `make_adapter()` wraps its current weights as an adapter.
+def choose_template(backend: Backend, config: TrainFields, train: Task, val: Task | None,
+                    seed: int, metric: str | None = None) -> template_search.TemplateChoice:
+    """The template a learning method trains through: the shared search's, or the pinned one."""
+    if config.template == "auto":
+        return template_search.search(backend, train, val, seed, metric)
+    return template_search.pinned(resolve(config.template, train))
 
-    Without `val`, a quarter of the training data (stratified) is held out for early stopping and
-    for choosing the best checkpoint; that share is not trained on.
+
+def held_out(train: Task, val: Task | None, seed: int) -> tuple[Task, Task | None]:
+    """(rows to train on, rows to judge on): the user's validation rows, else a quarter of the
+    training rows (stratified; the last quarter for generation), else none under 8 rows."""
+    if val is not None and len(val):
+        return train, val
+    if len(train) < 8:
+        return train, None
+    if train.kind == "classification":
+        return split(train, VAL_FRACTION, seed)
+    cut = int(len(train) * (1 - VAL_FRACTION))
+    return train.with_examples(train.examples[:cut]), train.with_examples(train.examples[cut:])
+
+
+def fit_trainable(backend: Backend, train_task: Task, val: Task | None, config: TrainFields,
+                  start, *, seed: int, work_dir=None, resume: bool = False,
+                  metric: str | None = None):
+    """Fit by the protocol of the module doc; returns (adapter, its trainable).
+
+    `start()` returns (a fresh trainable, `to_adapter(template)`: its current weights as an
+    adapter). Trials run one at a time, each on a fresh trainable; a resumed fit skips the trials
+    recorded in WORK/fit.json and continues the one in progress from its checkpoint.
     """
-    template = resolve(config.template, train_task)
-    given = train_task
-    if (val is None or not len(val)) and len(train_task) >= 8:
-        if train_task.kind == "classification":
-            train_task, val = split(train_task, VAL_FRACTION, seed)
-        else:
-            cut = int(len(train_task) * (1 - VAL_FRACTION))
-            train_task, val = (train_task.with_examples(train_task.examples[:cut]),
-                               train_task.with_examples(train_task.examples[cut:]))
-    judge = validation_subset(val, seed) if val is not None and len(val) else None
-    rows = encode_rows(backend, template, train_task)
+    choice = choose_template(backend, config, train_task, val, seed, metric)
+    template = choice.template
+    given_val = val is not None and len(val) > 0
+    fit_task, judge_task = held_out(train_task, val, seed)
+    judge = validation_subset(judge_task, seed) if judge_task is not None else None
+    refit = judge is not None and not given_val and config.refit
+    root = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="tailorlm-train-"))
+    record_path = root / "fit.json"  # the finished trials, for a resumed fit
+    if record_path.exists() and not resume:
+        raise TailorError(f"{root} holds checkpoints of an earlier run: pass --resume to "
+                          f"continue it, or choose a new --out")
+    record = json.loads(record_path.read_text()) if resume and record_path.exists() else {}
     fingerprint = hashlib.sha256(json.dumps(
-        [train_task.fingerprint(), config.to_dict(), backend.identity, backend.sha256],
+        [train_task.fingerprint(), config.to_dict(), backend.identity, backend.sha256,
+         dataclasses.asdict(template), metric],
         sort_keys=True, default=str).encode()).hexdigest()
-    evaluate = None
-    if judge is not None:
-        evaluate = lambda: validation_score(backend, make_adapter(template), judge)  # noqa: E731
-    out_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="tailorlm-train-"))
-    result = train(trainable, rows, config=spaced(config.train_config(seed), len(rows)),
-                   out_dir=out_dir,
-                   evaluate=evaluate, fingerprint=fingerprint, resume=resume,
-                   pad_id=backend.tokenizer.pad_token_id or 0)
-    adapter = make_adapter(template)
-    kept = set(train_task.examples)
-    adapter.train_result = {"steps": result.steps, "best_metric": result.best_metric,
-                            "best_step": result.best_step, "tokens_seen": result.tokens_seen,
-                            "train_seconds": result.seconds, "stopped_early": result.stopped_early,
-                            "n_train": len(train_task), "n_val": len(judge) if judge else 0,
-                            "held_out": [example_id(e) for e in given.examples
-                                         if e not in kept]}
-    return adapter, result
+    pad_id = backend.tokenizer.pad_token_id or 0
+    rows = encode_rows(backend, template, fit_task)
+    per_epoch = math.ceil(len(rows) / (config.batch_size * config.grad_accum))
+    factors = config.lr_factors if judge is not None else [1.0]
+    # The fit whose weights are kept writes to `root` (train_log.jsonl, checkpoints/): the refit,
+    # or the one trial when there is nothing to choose; trials that only choose, to root/trialN.
+    alone = not refit and len(factors) == 1
+    trial_dir = lambda i: root if alone else root / f"trial{i}"  # noqa: E731
+
+    trials, kept = list(record.get("trials", [])), None  # kept: (trial, trainable, to_adapter)
+    for i, factor in enumerate(factors):
+        if i < len(trials):
+            continue  # finished in an earlier process
+        trainable, to_adapter = start()
+        history: list[tuple[float, float]] = []  # (judged value, the plan's metric) per pass
+
+        def evaluate(to_adapter=to_adapter, history=history) -> float:
+            parts = validation_parts(backend, to_adapter(template), judge, metric)
+            history.append((judged(*parts), parts[0]))
+            return history[-1][0]
+
+        tc = config.train_config(seed, lr=config.lr * factor)
+        result = train(trainable, rows, config=spaced(tc, len(rows)), out_dir=trial_dir(i),
+                       evaluate=evaluate if judge is not None else None,
+                       fingerprint=fingerprint, resume=resume,
+                       pad_id=pad_id)
+        best_step = result.best_step or result.steps
+        trial = {"lr": tc.lr, "factor": factor, "val": result.best_metric,
+                 "val_metric": next((m for v, m in history if v == result.best_metric), None),
+                 "best_epoch": max(1, math.ceil(best_step / per_epoch)),
+                 "epochs_run": round(result.steps / per_epoch, 2),
+                 "stopped_early": result.stopped_early, "seconds": round(result.seconds, 2),
+                 "tokens_seen": result.tokens_seen, "steps": result.steps,
+                 "best_step": result.best_step}
+        trials.append(trial)
+        if not refit and (kept is None or _better(trial, kept[0])):
+            if kept is not None:
+                shutil.rmtree(trial_dir(trials.index(kept[0])), ignore_errors=True)
+            kept = (trial, trainable, to_adapter)
+        elif not alone:
+            shutil.rmtree(trial_dir(i), ignore_errors=True)  # weights no longer needed
+        del trainable
+        record_path.parent.mkdir(parents=True, exist_ok=True)
+        record_path.write_text(json.dumps({"trials": trials}))
+
+    best_i = max(range(len(trials)), key=lambda j: (_rank(trials[j]), -j))
+    best = trials[best_i]
+    refit_seconds = refit_tokens = 0
+    steps = best["steps"]
+    if refit:
+        trainable, to_adapter = start()
+        epochs = best["best_epoch"]
+        result = train(trainable, encode_rows(backend, template, train_task),
+                       config=spaced(config.train_config(seed, lr=best["lr"], epochs=epochs,
+                                                         patience=0), len(train_task)),
+                       out_dir=root, evaluate=None, fingerprint=fingerprint,
+                       resume=resume, pad_id=pad_id)
+        refit_seconds, refit_tokens, n_train = result.seconds, result.tokens_seen, len(train_task)
+        steps = result.steps
+    else:
+        epochs = best["best_epoch"] if judge is not None else config.epochs
+        n_train = len(fit_task)
+        if kept is not None and kept[0] is best:
+            trainable, to_adapter = kept[1], kept[2]
+        else:  # finished in an earlier process: its checkpoints hold the best weights
+            trainable, to_adapter = start()
+            train(trainable, rows, config=spaced(config.train_config(seed, lr=best["lr"]),
+                                                 len(rows)),
+                  out_dir=trial_dir(best_i), evaluate=None, fingerprint=fingerprint,
+                  resume=True, pad_id=pad_id)
+    adapter = to_adapter(template)
+    trained_on = set(fit_task.examples)
+    selection_seconds = sum(t["seconds"] for t in trials)
+    adapter.train_result = {
+        "steps": steps, "best_metric": best["val"], "best_step": best["best_step"],
+        "tokens_seen": sum(t["tokens_seen"] for t in trials) + refit_tokens,
+        "train_seconds": selection_seconds + refit_seconds,
+        "stopped_early": best["stopped_early"], "n_train": n_train,
+        "n_val": len(judge) if judge is not None else 0,
+        # rows held out for validation and never trained on (none after a refit on every row)
+        "held_out": [] if refit else [example_id(e) for e in train_task.examples
+                                      if e not in trained_on],
+        "template": choice.record(),
+        "fit": {"lr": best["lr"], "epochs": epochs, "epoch_cap": config.epochs,
+                "patience": config.patience, "refit": refit, "metric": metric_name(train_task,
+                                                                                   metric),
+                "val_metric": best["val_metric"], "n_held_out": len(train_task) - len(fit_task),
+                "selection_seconds": round(selection_seconds, 2),
+                "refit_seconds": round(refit_seconds, 2),
+                "trials": [{k: t[k] for k in ("lr", "val_metric", "best_epoch", "epochs_run",
+                                               "stopped_early", "seconds")} for t in trials]}}
+    if work_dir is None:
+        shutil.rmtree(root, ignore_errors=True)
+    return adapter, trainable
+
+
+def _rank(trial: dict) -> tuple:
+    """Higher is better: the validation value, then the lr factor nearest 1 (the default)."""
+    val = trial["val"] if trial["val"] is not None else -math.inf
+    return (val, -abs(math.log(trial["factor"])))
+
+
+def _better(trial: dict, other: dict) -> bool:
+    return _rank(trial) > _rank(other)
