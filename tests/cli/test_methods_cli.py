@@ -22,7 +22,7 @@ def test_one_method_in_full(capsys):
     out = capsys.readouterr().out
     assert out.startswith("lora  (fine tuning; weight side; trains)")
     assert "h = W x + (alpha / r) * B (A x)" in out  # the module's whole description
-    assert "epochs = 5" in out and "alpha = 16" in out
+    assert "epochs = 10" in out and "alpha = 16" in out
 
 
 def test_a_hybrid_in_full(capsys):

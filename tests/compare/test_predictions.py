@@ -65,7 +65,13 @@ def test_a_trained_method_is_scored_on_the_rows_it_trained_on(backend, tmp_path)
 
     train, _ = split_rows(sentiment_task(8), 6)
     spec = get_method("soft_prompt")
-    config = spec.config.from_dict({"epochs": 1, "batch_size": 4, "n_virtual": 2})
+    # refit on every row (the default) leaves nothing held out: the train score is on all of them
+    refitted = spec.fit(backend, train, None, spec.config.from_dict(
+        {"epochs": 1, "batch_size": 4, "n_virtual": 2}), seed=0)
+    assert len(fitted_rows(refitted, train)) == len(train) == refitted.train_result["n_train"]
+    assert len(held_out_rows(refitted, train)) == 0
+    config = spec.config.from_dict({"epochs": 1, "batch_size": 4, "n_virtual": 2,
+                                    "refit": False})
     adapter = spec.fit(backend, train, None, config, seed=0)
     fitted, held = fitted_rows(adapter, train), held_out_rows(adapter, train)
     assert len(fitted) == adapter.train_result["n_train"] and len(held) > 0
