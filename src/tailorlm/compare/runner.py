@@ -33,6 +33,7 @@ from tailorlm.data.task import Task
 from tailorlm.engine.cost import CostMeter, dir_bytes
 from tailorlm.engine.evaluate import evaluate, quick_score
 from tailorlm.methods.artifact import load_adapter, save_adapter
+from tailorlm.methods.contract import check_backend
 from tailorlm.methods.index import get_method
 from tailorlm.methods.selection import validation_subset
 from tailorlm.models.backend import Backend
@@ -148,6 +149,8 @@ def run_comparison(backend: Backend, train: Task, test: Task, runs: list[Run], o
 
 
 def _run_one(backend, train, test, run: Run, spec, config, out: Path, metric, val) -> dict:
+    check_backend(spec, backend)  # a method that needs weights refuses an API-only model
+    mark = backend.usage_mark()  # API calls, tokens and dollars from here are this run's
     shots = k_per_class(train, run.k, run.seed) if run.k else train
     with CostMeter() as fit_cost:
         adapter = spec.fit(backend, shots, val, config, seed=run.seed,
@@ -163,7 +166,7 @@ def _run_one(backend, train, test, run: Run, spec, config, out: Path, metric, va
     # on the test set per variant) and its bytes against one LoRA per variant
     trained = with_group_scores(train_costs(adapter, backend), result)
     row = {
-        "method": run.method, "family": spec.family, "side": spec.side, "where": "local",
+        "method": run.method, "family": spec.family, "side": spec.side,
         "model": backend.name, "task": test.name, "role": run.role,
         "metric": result.metric, "score": result.score, "score_ci": list(result.score_ci),
         "n_eval": result.n_eval, "fit_seconds": fit_cost.seconds,
@@ -176,8 +179,7 @@ def _run_one(backend, train, test, run: Run, spec, config, out: Path, metric, va
         "eval_tokens": result.tokens, "seed": run.seed, "k": run.k, "n_train": len(shots),
         "config": config.to_dict(), "adapter": str(adapter_dir),
         "base_model": backend.identity, "base_model_sha256": backend.sha256,
-        "dtype": str(backend.dtype).removeprefix("torch."),
-        "device": next(backend.model.parameters()).device.type, **trained,
+        **trained,
         "load_seconds": load_seconds(backend, adapter_dir),
     }
     if run.train_score:  # the rows it was fitted on (chosen from or trained on), at most 200
@@ -190,6 +192,7 @@ def _run_one(backend, train, test, run: Run, spec, config, out: Path, metric, va
         rows = evaluation_subset(test, run.sensitivity, seed=0)
         row["sensitivity"] = measure(backend, adapter, rows, result.metric, seed=run.seed)
         row["sensitivity_seconds"] = time.perf_counter() - start
+    row.update(backend.describe(mark))  # where, dtype, device; a remote one's host, tier, usage
     return row
 
 

@@ -53,7 +53,11 @@ def label_scores(backend: Backend, adapter, task: Task, on_tokens=None,
         return scores
 
     prompts = [adapter.prompt(e) for e in task.examples]
-    logprobs = score_labels(adapter.bind(backend), prompts, adapter.continuations(task),
+    bound = adapter.bind(backend)
+    if _remote(bound):  # the endpoint scores in the best tier it offers (models/remote.py)
+        return adapter.adjust(bound.score_labels(prompts, adapter.continuations(task),
+                                                 on_tokens=on_tokens))
+    logprobs = score_labels(bound, prompts, adapter.continuations(task),
                             batch_size=batch_size, on_tokens=on_tokens)
     return adapter.adjust(logprobs)
 
@@ -61,6 +65,10 @@ def label_scores(backend: Backend, adapter, task: Task, on_tokens=None,
 def predict(backend: Backend, adapter, task: Task, on_tokens=None,
             batch_size: int = 16) -> list[str]:
     if task.kind == "classification":
+        if _remote(backend) and not hasattr(adapter, "groups"):  # unparsed answers predict ""
+            return backend.predict_labels([adapter.prompt(e) for e in task.examples],
+                                          adapter.continuations(task), task.labels,
+                                          adapter.adjust, on_tokens=on_tokens)
         scores = label_scores(backend, adapter, task, on_tokens, batch_size)
         return [task.labels[i] for i in scores.argmax(axis=1)]
     from tailorlm.engine.generate import generate
@@ -73,7 +81,10 @@ def predict(backend: Backend, adapter, task: Task, on_tokens=None,
                 out[i] = text
         return out
     prompts = [adapter.prompt(e) for e in task.examples]
-    return generate(adapter.bind(backend), prompts, stop=adapter.stop, batch_size=batch_size,
+    bound = adapter.bind(backend)
+    if _remote(bound):
+        return bound.generate(prompts, stop=adapter.stop, on_tokens=on_tokens)
+    return generate(bound, prompts, stop=adapter.stop, batch_size=batch_size,
                     on_tokens=on_tokens)
 
 
@@ -118,7 +129,12 @@ def _prompt_tokens(backend: Backend, adapter, task: Task) -> list[int]:
     # A soft prompt's or prefix's virtual positions are read by every query too.
     bound = adapter.bind(backend)
     n_virtual = bound.virtual_prefix()[1] if bound.virtual_prefix is not None else 0
-    return [n_virtual + len(backend.encode(adapter.prompt(e).text)) for e in task.examples]
+    return [n_virtual + backend.count_tokens(adapter.prompt(e).text) for e in task.examples]
+
+
+def _remote(backend) -> bool:
+    """A backend behind an API scores and generates itself, in the tier its endpoint offers."""
+    return getattr(backend, "where", "local") == "remote"
 
 
 def _subset(task: Task, indices: list[int]) -> Task:

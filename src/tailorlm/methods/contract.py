@@ -74,6 +74,12 @@ class MethodSpec:
     # for sizing comparisons to a time budget (compare/budget.py); 0 = nothing is trained.
     train_cost: float = 0.0
 
+    @property
+    def needs_weights(self) -> bool:
+        """Whether it needs the model's weights (to train, or to bind a prefix or a delta):
+        everything but text prompts. Such methods refuse a remote backend (`check_backend`)."""
+        return self.family != "prompt"
+
 
 class MethodConfig:
     """Mixin for method configs: `from_dict` rejects unknown keys; `validate` checks values."""
@@ -102,3 +108,11 @@ def choose(name: str, value: Any, allowed: tuple) -> None:
     """Raise the one-line error for a value outside `allowed`."""
     if value not in allowed:
         raise TailorError(f"{name} must be one of {', '.join(map(str, allowed))}, not {value!r}")
+
+
+def check_backend(spec: MethodSpec, backend) -> None:
+    """The one line a method that needs weights gives a backend behind an API."""
+    if spec.needs_weights and getattr(backend, "where", "local") == "remote":
+        raise TailorError(f"{spec.name} needs the model's weights, and {backend.name} is a remote "
+                          "endpoint (text only): run it on a local model, or use a prompt method "
+                          "(prompt_template, few_shot, instruction_search)")

@@ -1,20 +1,46 @@
-"""A loaded base model: the torch module, its tokenizer and its identity.
+"""A base model as the methods and the engine see it: the `Backend` protocol, and `LocalBackend`.
 
 Every method and the engine work on a `Backend`. `identity` is the base model's public name (its hub
 id, e.g. `HuggingFaceTB/SmolLM2-135M-Instruct`) and `sha256` the hash of the weights actually used,
-so an artifact records which base it was made on.
+so an artifact records which base it was made on. `where` says where the model runs:
+
+    LocalBackend   where="local"    a torch module and its tokenizer, in this process
+    RemoteBackend  where="remote"   an OpenAI-compatible endpoint (models/remote.py): text in,
+                                    text or log-probabilities out; no weights to train or bind
+
+Methods that need weights (`MethodSpec.needs_weights`) refuse a remote backend; the engine scores
+and generates through the backend's own tiers when it is remote (engine/evaluate.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Callable, ClassVar, Protocol, runtime_checkable
 
 import torch
 
 
+@runtime_checkable
+class Backend(Protocol):
+    """What every backend offers: identity, where it runs, token counts, what a result row says."""
+
+    name: str  # what the user asked for: a catalog name, a folder, a hub id or URL#model
+    identity: str  # recorded in artifacts: the hub id, or the endpoint's model name
+    sha256: str  # hash of the weights ("" when they are not ours to read: a remote model)
+    path: str  # where the model comes from: a local folder or the endpoint URL
+    where: str  # "local" | "remote"
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def usage_mark(self) -> object: ...
+
+    def describe(self, since: object = None) -> dict: ...
+
+
 @dataclass
-class Backend:
+class LocalBackend:
     name: str  # what the user asked for: a catalog name, a folder or a hub id
     identity: str  # the base model's hub id, recorded in artifacts
     sha256: str  # hash of the weight files loaded
@@ -27,11 +53,13 @@ class Backend:
     # length in positions); the engine starts every prompt from it. None for a plain model.
     virtual_prefix: Callable[[], tuple[object, int]] | None = None
 
-    def with_model(self, model: torch.nn.Module) -> "Backend":
+    where: ClassVar[str] = "local"
+
+    def with_model(self, model: torch.nn.Module) -> "LocalBackend":
         """The same base identity computing with another module (LoRA-wrapped, fine-tuned)."""
         return replace(self, model=model)
 
-    def with_virtual_prefix(self, fn: Callable[[], tuple[object, int]]) -> "Backend":
+    def with_virtual_prefix(self, fn: Callable[[], tuple[object, int]]) -> "LocalBackend":
         return replace(self, virtual_prefix=fn)
 
     @property
@@ -53,3 +81,14 @@ class Backend:
         if getattr(tok, "bos_token", None) and getattr(tok, "add_bos_token", False):
             return tok.bos_token
         return ""
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.encode(text))
+
+    def usage_mark(self) -> None:
+        return None  # nothing is billed per call locally
+
+    def describe(self, since: object = None) -> dict:
+        """What a result row records of the model it ran on."""
+        return {"where": self.where, "dtype": str(self.dtype).removeprefix("torch."),
+                "device": self.device.type}

@@ -31,7 +31,7 @@ import torch
 
 import tailorlm
 from tailorlm.errors import TailorError
-from tailorlm.models.backend import Backend
+from tailorlm.models.backend import Backend, LocalBackend
 from tailorlm.models.catalog import CATALOG, DEFAULT_MODEL
 from tailorlm.paths import tailorlm_home
 
@@ -131,7 +131,7 @@ def _load_folder(name: str, folder: Path, torch_dtype: torch.dtype, *,
     model.eval()
     if getattr(tokenizer, "pad_token", None) is None and getattr(tokenizer, "eos_token", None):
         tokenizer.pad_token = tokenizer.eos_token  # batching needs one; padded positions are masked
-    return Backend(
+    return LocalBackend(
         name=name,
         identity=identity or str(folder.resolve()),
         sha256=sha256 or _sha256_files(weights),
