@@ -16,7 +16,7 @@ from tailorlm.methods.contract import check_backend
 from tailorlm.methods.index import get_method
 from tailorlm.methods.prompt_adapter import PromptAdapter
 from tailorlm.methods.templates import CLASSIFICATION
-from tailorlm.models.api_client import ApiCapReached, Limits, ResponseCache
+from tailorlm.models.api_client import ApiCapReached, ResponseCache
 from tailorlm.models.remote import (FLOOR, distinct_first_words, first_token_scores, match_label,
                                     remote_backend, split_model_url)
 
@@ -98,16 +98,16 @@ def test_429_with_retry_after_is_retried_then_answered(local):
 def test_401_and_404_fail_at_once_in_one_line(local, monkeypatch):
     with FakeServer(local, api_key="sk-right") as server:
         monkeypatch.setenv("MY_KEY", "sk-wrong")
-        backend = remote(server, api_key_env="MY_KEY", cache=None)
+        backend = remote(server, key_env="MY_KEY", cache=None)
         with pytest.raises(TailorError, match="refused the API key.*--api-key-env") as e:
             backend.client.request("completions", {"prompt": "hi", "max_tokens": 1})
         assert "\n" not in str(e.value) and server.requests == 1  # no retry
         monkeypatch.setenv("MY_KEY", "sk-right")
-        wrong = remote_backend(f"{server.url}#no-such-model", api_key_env="MY_KEY", cache=None)
+        wrong = remote_backend(f"{server.url}#no-such-model", key_env="MY_KEY", cache=None)
         with pytest.raises(TailorError, match="404 for model 'no-such-model'.*--model"):
             wrong.client.request("completions", {"prompt": "hi", "max_tokens": 1})
     with pytest.raises(TailorError, match="not set"):
-        remote_backend("http://127.0.0.1:1/v1#m", api_key_env="TAILORLM_NO_SUCH_VAR")
+        remote_backend("http://127.0.0.1:1/v1#m", key_env="TAILORLM_NO_SUCH_VAR")
     with pytest.raises(TailorError, match="URL#MODEL"):
         split_model_url("http://127.0.0.1:1/v1")
 
@@ -118,7 +118,7 @@ def test_call_cap_stops_a_comparison_cleanly_with_results_kept(local, tmp_path):
             Run("prompt_template", {"template": "text_label", "calibrate": "off"}, k=2)]
     with FakeServer(local, mode="echo") as server:
         # probe 1 + 8 test queries: the first run fits in 10 calls, the second does not
-        backend = remote(server, limits=Limits(max_calls=10), cache=None)
+        backend = remote(server, max_calls=10, cache=None)
         rows = run_comparison(backend, task, task, runs, tmp_path)
     kept = read_results(tmp_path)
     assert len(kept) == 1 and kept[0]["where"] == "remote" and kept[0]["api_calls"] <= 10

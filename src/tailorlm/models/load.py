@@ -43,14 +43,21 @@ _PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".ckpt", ".pkl"}
 _STALE_TEMP_S = 24 * 3600  # a temp folder this old is a conversion that died: remove it
 
 
-def load_backend(name_or_path: str = DEFAULT_MODEL, *, dtype: str = "float32") -> Backend:
+def load_backend(name_or_path: str = DEFAULT_MODEL, *, dtype: str = "float32",
+                 api: dict | None = None) -> Backend:
     """Load a base model and its tokenizer, in eval mode, on the CPU.
 
     `dtype` is "float32", "bfloat16", or "auto" (bfloat16 where the hardware computes it natively,
     see `best_dtype`). Raises `TailorError` when the model cannot be found or is refused.
+    "URL#MODEL" is an OpenAI-compatible endpoint: a RemoteBackend (models/remote.py), with the
+    `api` options (key variable, caps, prices).
     """
-    torch_dtype = _resolve_dtype(dtype)
     name = str(name_or_path)
+    if name.startswith(("http://", "https://")):
+        from tailorlm.models.remote import remote_backend
+
+        return remote_backend(name, **(api or {}))
+    torch_dtype = _resolve_dtype(dtype)
 
     if name in CATALOG:
         entry = CATALOG[name]

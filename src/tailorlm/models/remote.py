@@ -99,6 +99,22 @@ class RemoteBackend:
                 "dtype": None, "device": "remote",
                 "unparsed_rate": self.unparsed / total if total else None, **usage.to_row()}
 
+    def project(self, queries: float, prompt_tokens: float, n_labels: int,
+                answer_tokens: int = 8) -> dict:
+        """Calls, tokens and dollars `queries` queries of `prompt_tokens` each will cost in the
+        probed tier (n_labels 0: generation, `answer_tokens` decoded per query)."""
+        cap = self.capability
+        per_query = max(n_labels, 1) if cap.tier == "echo_logprobs" and n_labels else 1
+        calls = queries * (per_query if not cap.batch_prompts else 1)
+        if cap.tier == "echo_logprobs" and n_labels:  # every label after the prompt, echoed
+            p, c = queries * n_labels * (prompt_tokens + 2), queries * n_labels
+        elif cap.tier == "top_logprobs" and n_labels:
+            p, c = queries * prompt_tokens, queries
+        else:
+            p, c = queries * prompt_tokens, queries * answer_tokens
+        return {"calls": int(round(calls)), "prompt_tokens": int(p), "completion_tokens": int(c),
+                "usd": self.client.price(p, c)}
+
     # -- what the endpoint offers -----------------------------------------------------------
     @property
     def capability(self) -> Capability:
@@ -361,19 +377,21 @@ def split_model_url(spec: str) -> tuple[str, str]:
     return url, model
 
 
-def remote_backend(spec: str, *, api_key_env: str | None = None, limits: Limits | None = None,
-                   concurrency: int = 4, tokenizer=None, tier: str = "auto",
-                   **client_options) -> RemoteBackend:
-    """A RemoteBackend for "URL#MODEL"; the API key is read from the variable `api_key_env`
-    names (none sent when it is not given)."""
+def remote_backend(spec: str, *, key_env: str | None = None, max_calls: int | None = None,
+                   max_usd: float | None = None, usd_per_1m_input: float = 0.0,
+                   usd_per_1m_output: float = 0.0, concurrency: int = 4, tier: str = "auto",
+                   tokenizer=None, **client_options) -> RemoteBackend:
+    """A RemoteBackend for "URL#MODEL" (the plan's `api:` options are these keywords); the API
+    key is read from the environment variable `key_env` names (none is sent without one)."""
     url, model = split_model_url(spec)
     key = None
-    if api_key_env:
-        key = os.environ.get(api_key_env)
+    if key_env:
+        key = os.environ.get(key_env)
         if not key:
-            raise TailorError(f"--api-key-env {api_key_env}: that environment variable is not "
-                              "set; export it with your key")
+            raise TailorError(f"--api-key-env {key_env}: that environment variable is not set; "
+                              "export it with your key")
     if tier != "auto" and tier not in TIERS:
-        raise TailorError(f"tier must be auto or one of {', '.join(TIERS)}, not {tier!r}")
+        raise TailorError(f"api.tier must be auto or one of {', '.join(TIERS)}, not {tier!r}")
+    limits = Limits(max_calls, max_usd, usd_per_1m_input, usd_per_1m_output)
     client = ApiClient(url, model, key, limits=limits, concurrency=concurrency, **client_options)
     return RemoteBackend(spec, model, url, client, tokenizer=tokenizer, tier=tier)
