@@ -140,9 +140,15 @@ class FakeServer:
         k = int(logprobs) if logprobs is not None else 0
         tops: list[dict] = []
         gen_lps: list[float] = []
-        for _ in range(max(int(max_tokens), 0)):
-            logits = be.model(torch.tensor([ids + gen])).logits[0, -1].float()
-            lp = torch.log_softmax(logits, -1)
+        prompt_lp = None
+        if echo and logprobs is not None:  # one forward gives the echo and the first token
+            prompt_lp = torch.log_softmax(be.model(torch.tensor([ids])).logits[0].float(), -1)
+        for step in range(max(int(max_tokens), 0)):
+            if step == 0 and prompt_lp is not None:
+                lp = prompt_lp[-1]
+            else:
+                logits = be.model(torch.tensor([ids + gen])).logits[0, -1].float()
+                lp = torch.log_softmax(logits, -1)
             nxt = int(lp.argmax())
             if nxt == tok.eos_token_id:
                 break
@@ -166,7 +172,7 @@ class FakeServer:
             entry = {"tokens": toks, "token_logprobs": gen_lps, "top_logprobs": tops,
                      "text_offset": offs}
             if echo:
-                lp = torch.log_softmax(be.model(torch.tensor([ids])).logits[0].float(), -1)
+                lp = prompt_lp
                 prompt_lps = [None] + [float(lp[j - 1, ids[j]]) for j in range(1, n_prompt)]
                 entry = {"tokens": [tok.decode([i]) for i in ids] + toks,
                          "token_logprobs": prompt_lps + gen_lps,

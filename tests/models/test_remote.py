@@ -151,3 +151,36 @@ def test_label_matching_and_first_token_scores():
     assert first_token_scores({}, [" a"])[0] == FLOOR
     assert distinct_first_words([" card arrival", " cash"]) and \
         not distinct_first_words([" card arrival", " card linking"])
+
+
+def test_compare_cli_against_an_endpoint_then_again_from_the_cache(local, tmp_path, capsys,
+                                                                   monkeypatch):
+    from helpers import write_jsonl
+    from tailorlm.cli.main import main
+
+    rows = [{"text": e.input, "label": e.label} for e in sentiment_task(4).examples]
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    test = write_jsonl(tmp_path / "test.jsonl", rows)
+    monkeypatch.setenv("MY_KEY", "sk-test")
+    with FakeServer(local, mode="echo", api_key="sk-test") as server:
+        args = ["compare", "--train", str(train), "--test", str(test), "--endpoint", server.url,
+                "--model", server.model_name, "--api-key-env", "MY_KEY", "--max-api-calls", "500",
+                "--methods", "prompt_template,few_shot,lora", "--k", "2", "--seed", "0",
+                "--curve", "none", "--set", "few_shot.n_demos=2",
+                "--set", "few_shot.n_candidates=1", "eval.sensitivity=0", "--api-only",
+                "--sensitive-data", "--out", str(tmp_path / "run")]
+        assert main(args) == 0
+        err = capsys.readouterr().err
+        assert "lora need the model's weights: not run against 127.0.0.1" in err
+        assert "tier echo_logprobs; projected about" in err and "max_calls=500" in err
+        sent = server.requests
+        assert main(args) == 0  # the same comparison again: every run is in results.jsonl
+        assert server.requests == sent
+    kept = read_results(tmp_path / "run")
+    assert [r["method"] for r in kept] == ["prompt_template", "few_shot"]
+    for row in kept:
+        assert row["where"] == "remote" and row["endpoint_model"] == "fake-model"
+        assert row["api_tier"] == "echo_logprobs" and row["api_calls"] > 0
+        assert row["api_prompt_tokens"] > 0 and row["api_usd"] > 0
+    summary = (tmp_path / "run" / "report.json").read_text()
+    assert '"sensitive-data' in summary or "sensitive" in summary  # excluded: data leaves
