@@ -112,13 +112,14 @@ def fit(backend, train: Task, val: Task | None, config: InstructionSearchConfig,
     else:
         base = resolve(config.template, train)
     rng = np.random.default_rng(seed)
-    budget = _Budget(config, backend)
+    proposer = _proposer(config)
+    budget = _Budget(config, backend, proposer)
     scored: dict[str, tuple[float, float, np.ndarray | None]] = {}  # instruction -> score
 
     def score(instruction: str) -> float | None:
         if instruction in scored:
             return scored[instruction][0]
-        if budget.exhausted():
+        if scored and budget.exhausted():  # the first seed (no instruction) always runs
             return None
         adapter = PromptAdapter(NAME, config, task, dataclasses.replace(
             base, name="searched", instruction=instruction))
@@ -132,7 +133,6 @@ def fit(backend, train: Task, val: Task | None, config: InstructionSearchConfig,
     best = max(scored, key=lambda s: scored[s][:2])
     trajectory = [{"round": 0, "best_score": scored[best][0], "instruction": best,
                    "scored": len(scored), **budget.spent()}]
-    proposer = _proposer(config)
     for r in range(1, config.rounds + 1):
         candidates = [edit(best, pool, rng) for _ in range(config.edits_per_round)]
         if proposer is not None and not budget.exhausted():
@@ -148,7 +148,7 @@ def fit(backend, train: Task, val: Task | None, config: InstructionSearchConfig,
     chosen = with_calibration(backend, PromptAdapter(NAME, config, task, dataclasses.replace(
         base, name="searched", instruction=best)), raw, judge, config.calibrate)
     report = {"metric": config.metric or _default_metric(judge), "judged_rows": len(judge),
-              "base_template": base.name, "seed_scores": {s: scored[s][0] for s in seeds},
+              "base_template": base.name, "seed_scores": {s: scored[s][0] for s in seeds if s in scored},
               "trajectory": trajectory, "candidates_scored": len(scored),
               "stopped": budget.reason or "rounds done", **budget.spent(),
               "proposer": config.proposer,
@@ -257,18 +257,25 @@ def _default_metric(task: Task) -> str:
 
 
 class _Budget:
-    def __init__(self, config: InstructionSearchConfig, backend):
-        self.config, self.backend = config, backend
+    """Seconds, and the API calls, tokens and dollars of the scorer (when remote) and the
+    proposer together; cache hits are counted apart and cost nothing."""
+
+    def __init__(self, config: InstructionSearchConfig, backend, proposer=None):
+        self.config, self.backend, self.proposer = config, backend, proposer
         self.start = time.perf_counter()
         self.mark = backend.usage_mark()
         self.reason = None
 
     def spent(self) -> dict:
         out = {"seconds": round(time.perf_counter() - self.start, 3)}
-        if self.mark is not None:
-            u = self.backend.client.usage.since(self.mark)
-            out.update(calls=u.calls, cache_hits=u.cache_hits,
-                       tokens=u.prompt_tokens + u.completion_tokens, usd=u.usd)
+        usages = [self.backend.client.usage.since(self.mark)] if self.mark is not None else []
+        if self.proposer is not None:
+            usages.append(self.proposer.client.usage)
+        if usages:
+            out.update(calls=sum(u.calls for u in usages),
+                       cache_hits=sum(u.cache_hits for u in usages),
+                       tokens=sum(u.prompt_tokens + u.completion_tokens for u in usages),
+                       usd=sum(u.usd for u in usages))
         return out
 
     def exhausted(self) -> bool:
