@@ -125,3 +125,44 @@ def test_echo_tier_gives_local_predictions_on_sst2_rows(smollm2):
     agree = np.mean(local.argmax(1) == remote.argmax(1))
     assert agree >= 0.99
     assert np.median(np.abs(local - remote)) < 1e-3
+
+
+@needs_sst2
+def test_remote_comparison_through_transformers_serve_then_rerun_from_the_cache(
+        transformers_serve, tmp_path, capsys):
+    """prompt_template, few_shot and instruction_search through `transformers serve`
+    (generate tier): rows say remote, tier, calls, tokens; a second run makes no call."""
+    import json
+
+    from helpers import write_jsonl
+    from tailorlm.cli.main import main
+
+    url, model = transformers_serve
+    train, test = sst2_rows(12)
+    rows = [{"text": e.input, "label": e.label} for e in test.examples]
+    files = write_jsonl(tmp_path / "train.jsonl", [{"text": e.input, "label": e.label}
+                                                   for e in train.examples[:40]])
+    tests = write_jsonl(tmp_path / "test.jsonl", rows)
+    args = ["compare", "--train", str(files), "--test", str(tests), "--endpoint", url,
+            "--model", model, "--methods", "prompt_template,few_shot,instruction_search",
+            "--k", "2", "--seed", "0", "--curve", "none", "eval.sensitivity=0",
+            "eval.train_score=false", "--set", "few_shot.n_candidates=1",
+            "--set", "few_shot.n_demos=2", "--set", "prompt_template.template=text_sentiment",
+            "--set", "instruction_search.template=text_sentiment",
+            "--set", "instruction_search.rounds=1", "--set", "instruction_search.edits_per_round=1",
+            "--max-api-calls", "400", "--api-only", "--out", str(tmp_path / "run")]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "tier generate; projected about" in err
+    kept = [json.loads(x) for x in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    assert [r["method"] for r in kept] == ["prompt_template", "few_shot", "instruction_search"]
+    for row in kept:
+        assert row["where"] == "remote" and row["api_tier"] == "generate"
+        assert row["api_calls"] + row["api_cache_hits"] > 0 and row["unparsed_rate"] is not None
+    calls = sum(r["api_calls"] for r in kept)
+    # again into a new folder: every answer comes from the response cache
+    assert main(args[:-1] + [str(tmp_path / "again")]) == 0
+    again = [json.loads(x) for x in (tmp_path / "again" / "results.jsonl").read_text()
+             .splitlines()]
+    assert sum(r["api_calls"] for r in again) == 0 and calls > 0
+    assert [r["score"] for r in again] == [r["score"] for r in kept]

@@ -74,6 +74,8 @@ def test_budget_stops_the_search(backend):
 
 
 def test_search_through_an_endpoint_with_call_cap_and_llm_proposer(backend):
+    for module in ("fastapi", "uvicorn", "openai"):
+        pytest.importorskip(module)
     task = sentiment_task(4)
     with FakeServer(backend, mode="echo") as server:
         remote = remote_backend(f"{server.url}#{server.model_name}", cache=None)

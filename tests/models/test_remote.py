@@ -6,7 +6,10 @@ import re
 import numpy as np
 import pytest
 
-from fake_openai import FakeServer
+for _module in ("fastapi", "uvicorn", "openai"):  # pip install -e '.[serve]'
+    pytest.importorskip(_module)
+
+from fake_openai import FakeServer  # noqa: E402
 from helpers import reference_scores, sentiment_task, tiny_backend
 from tailorlm.compare.runner import Run, read_results, run_comparison
 from tailorlm.engine.evaluate import evaluate

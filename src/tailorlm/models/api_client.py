@@ -129,7 +129,11 @@ class ApiClient:
                  limits: Limits | None = None, concurrency: int = 4, max_retries: int = 5,
                  timeout: float = 60.0, backoff: float = 0.5, max_wait: float = 30.0,
                  cache: ResponseCache | None | bool = True, sleep=time.sleep):
-        import openai  # the official client: request building, error types, connection pool
+        try:
+            import openai  # the official client: request building, error types, connection pool
+        except ImportError:
+            raise TailorError("remote endpoints need the openai package: "
+                              "pip install 'tailorlm[api]'") from None
 
         if concurrency < 1:
             raise TailorError(f"concurrency must be at least 1, not {concurrency}")
