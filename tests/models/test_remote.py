@@ -158,6 +158,8 @@ def test_label_matching_and_first_token_scores():
 
 def test_compare_cli_against_an_endpoint_then_again_from_the_cache(local, tmp_path, capsys,
                                                                    monkeypatch):
+    import json
+
     from helpers import write_jsonl
     from tailorlm.cli.main import main
 
@@ -185,5 +187,16 @@ def test_compare_cli_against_an_endpoint_then_again_from_the_cache(local, tmp_pa
         assert row["where"] == "remote" and row["endpoint_model"] == "fake-model"
         assert row["api_tier"] == "echo_logprobs" and row["api_calls"] > 0
         assert row["api_prompt_tokens"] > 0 and row["api_usd"] > 0
-    summary = (tmp_path / "run" / "report.json").read_text()
-    assert '"sensitive-data' in summary or "sensitive" in summary  # excluded: data leaves
+        # the default prices: $0.15 per 1M prompt tokens, $0.60 per 1M completion tokens
+        assert row["api_usd_per_query"] == pytest.approx(
+            (0.15 * row["api_prompt_tokens_per_query"]
+             + 0.60 * row["api_completion_tokens_per_query"]) / 1e6)
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    methods = report["methods"]
+    methods = methods if isinstance(methods, dict) else {m["method"]: m for m in methods}
+    # the report's per-query cost is the measured one
+    assert methods["prompt_template"]["cost"]["per_query_usd"] == pytest.approx(
+        kept[0]["api_usd_per_query"])
+    assert report["recommendation"]["excluded"] == {
+        "prompt_template": "--sensitive-data: it sends the data to a remote endpoint",
+        "few_shot": "--sensitive-data: it sends the data to a remote endpoint"}

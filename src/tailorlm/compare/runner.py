@@ -155,7 +155,9 @@ def _run_one(backend, train, test, run: Run, spec, config, out: Path, metric, va
     with CostMeter() as fit_cost:
         adapter = spec.fit(backend, shots, val, config, seed=run.seed,
                            work_dir=out / "work" / run.slug, resume=True)
+    eval_mark = backend.usage_mark()
     result = evaluate(backend, adapter, test, metric=metric, seed=run.seed)
+    per_query = backend.query_cost(eval_mark, result.n_eval) if eval_mark is not None else {}
     adapter_dir = out / "adapters" / run.slug
     card = {"base_model": backend.identity, "base_model_sha256": backend.sha256,
             "base_model_source": backend.path, "train_sha256": shots.fingerprint(),
@@ -179,7 +181,7 @@ def _run_one(backend, train, test, run: Run, spec, config, out: Path, metric, va
         "eval_tokens": result.tokens, "seed": run.seed, "k": run.k, "n_train": len(shots),
         "config": config.to_dict(), "adapter": str(adapter_dir),
         "base_model": backend.identity, "base_model_sha256": backend.sha256,
-        **trained,
+        **trained, **per_query,
         "load_seconds": load_seconds(backend, adapter_dir),
     }
     if run.train_score:  # the rows it was fitted on (chosen from or trained on), at most 200

@@ -110,7 +110,7 @@ def _method(name: str, runs: list[dict]) -> dict | None:
         "sensitivity": sens,
     }
     for key in ("fit_seconds", "eval_seconds", "latency_ms_per_query", "prompt_tokens_per_query",
-                "peak_rss_mb", "load_seconds"):
+                "peak_rss_mb", "load_seconds", "api_usd_per_query"):
         out[key] = _mean(runs, key)
     for key in ("trainable_params", "total_params", "artifact_bytes", "optimizer_bytes",
                 "train_tokens"):  # counts: the same or nearly so for every seed
@@ -135,6 +135,8 @@ def _cost(m: dict, prices: dict, qpd: float) -> dict:
     # what the same prompts cost through a hosted API at its token prices (text prompts only)
     api = ((m["prompt_tokens_per_query"] or 0) * prices["api_usd_per_1m_input_tokens"]
            + ANSWER_TOKENS * prices["api_usd_per_1m_output_tokens"]) / 1e6
+    if m.get("api_usd_per_query") is not None:  # run through an endpoint: its answers' usage
+        api = m["api_usd_per_query"]
     per_query = api if m["where"] == "remote" else \
         (m["latency_ms_per_query"] or 0.0) / 1000 * per_second
     out = {"fit_usd": fit, "per_query_usd": per_query, "daily_usd": qpd * per_query,

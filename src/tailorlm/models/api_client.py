@@ -61,12 +61,17 @@ class Usage:
     completion_tokens: int = 0
     usd: float = 0.0
     latencies: list[float] = field(default_factory=list)  # seconds, one per answered call
+    # tokens of the answers served from the cache: not spent now, but what the queries cost
+    cached_prompt_tokens: int = 0
+    cached_completion_tokens: int = 0
 
     def since(self, mark: "Usage") -> "Usage":
         return Usage(self.calls - mark.calls, self.cache_hits - mark.cache_hits,
                      self.retries - mark.retries, self.prompt_tokens - mark.prompt_tokens,
                      self.completion_tokens - mark.completion_tokens, self.usd - mark.usd,
-                     self.latencies[len(mark.latencies):])
+                     self.latencies[len(mark.latencies):],
+                     self.cached_prompt_tokens - mark.cached_prompt_tokens,
+                     self.cached_completion_tokens - mark.cached_completion_tokens)
 
     def snapshot(self) -> "Usage":
         return replace(self, latencies=list(self.latencies))
@@ -159,8 +164,12 @@ class ApiClient:
             key = ResponseCache.key(self.url, self.model, route, body)
             hit = self.cache.get(key)
             if hit is not None:
+                usage = hit.get("usage") or {}
                 with self._lock:
                     self.usage.cache_hits += 1
+                    self.usage.cached_prompt_tokens += int(usage.get("prompt_tokens") or 0)
+                    self.usage.cached_completion_tokens += int(
+                        usage.get("completion_tokens") or 0)
                 return hit
         self._reserve()
         try:

@@ -99,6 +99,15 @@ class RemoteBackend:
                 "dtype": None, "device": "remote",
                 "unparsed_rate": self.unparsed / total if total else None, **usage.to_row()}
 
+    def query_cost(self, since: Usage, n_queries: int) -> dict:
+        """Tokens and dollars one test query costs, from the answers' usage since `since`
+        (cached answers included: a deployed query pays for them)."""
+        u = self.client.usage.since(since)
+        p = (u.prompt_tokens + u.cached_prompt_tokens) / max(n_queries, 1)
+        c = (u.completion_tokens + u.cached_completion_tokens) / max(n_queries, 1)
+        return {"api_prompt_tokens_per_query": p, "api_completion_tokens_per_query": c,
+                "api_usd_per_query": self.client.price(p, c)}
+
     def project(self, queries: float, prompt_tokens: float, n_labels: int,
                 answer_tokens: int = 8) -> dict:
         """Calls, tokens and dollars `queries` queries of `prompt_tokens` each will cost in the
