@@ -268,7 +268,8 @@ class _Budget:
 
     def spent(self) -> dict:
         out = {"seconds": round(time.perf_counter() - self.start, 3)}
-        usages = [self.backend.client.usage.since(self.mark)] if self.mark is not None else []
+        usages = [self.backend.client.usage.since(self.mark[0])] if self.mark is not None \
+            else []
         if self.proposer is not None:
             usages.append(self.proposer.client.usage)
         if usages:

@@ -52,6 +52,14 @@ class ApiRejected(TailorError):
     """The endpoint refused the request as malformed (400/422): a feature it does not offer."""
 
 
+class ApiUnavailable(TailorError):
+    """The endpoint kept failing (429/5xx/timeouts) through every retry."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
 @dataclass
 class Usage:
     calls: int = 0  # answered network calls (retries not counted: see `retries`)
@@ -230,9 +238,10 @@ class ApiClient:
             except (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError,
                     openai.APIConnectionError) as e:
                 if attempt == self.max_retries:
-                    what = getattr(e, "status_code", None) or type(e).__name__
-                    raise TailorError(f"{self.host} kept failing ({what}) after "
-                                      f"{self.max_retries} retries: is the endpoint up?") from None
+                    status = getattr(e, "status_code", None)
+                    raise ApiUnavailable(f"{self.host} kept failing ({status or type(e).__name__})"
+                                         f" after {self.max_retries} retries: is the endpoint "
+                                         "up?", status) from None
                 with self._lock:
                     self.usage.retries += 1
                 self.sleep(self._wait(attempt, getattr(e, "response", None)))

@@ -36,7 +36,7 @@ import numpy as np
 
 from tailorlm.engine.prompt import Prompt
 from tailorlm.errors import TailorError
-from tailorlm.models.api_client import ApiClient, ApiRejected, Limits, Usage
+from tailorlm.models.api_client import ApiClient, ApiRejected, ApiUnavailable, Limits, Usage
 
 TIERS = ("echo_logprobs", "top_logprobs", "generate")
 FLOOR = -30.0  # log-probability given to a label the endpoint did not name (e^-30: never chosen)
@@ -85,24 +85,28 @@ class RemoteBackend:
     def host(self) -> str:
         return self.client.host
 
-    def usage_mark(self) -> Usage:
-        return self.client.usage.snapshot()
+    def usage_mark(self) -> tuple[Usage, int, int]:
+        """Where the counts stand now: API usage, answers parsed and unparsed."""
+        return self.client.usage.snapshot(), self.parsed, self.unparsed
 
-    def describe(self, since: Usage | None = None) -> dict:
-        """What a result row records: where, the endpoint's host and model, the tier, and the
-        API usage since `since` (calls, cache hits, tokens, dollars, latency p50/p95)."""
-        usage = self.client.usage.since(since) if since is not None else self.client.usage
+    def describe(self, since: tuple[Usage, int, int] | None = None) -> dict:
+        """What a result row records: where, the endpoint's host and model, the tier, and what
+        happened since the mark `since` (calls, cache hits, tokens, dollars, latency p50/p95,
+        the rate of answers that matched no label)."""
+        usage, parsed, unparsed = since if since is not None else (Usage(), 0, 0)
+        usage = self.client.usage.since(usage)
         cap = self.capability
-        total = self.parsed + self.unparsed
+        parsed, unparsed = self.parsed - parsed, self.unparsed - unparsed
+        total = parsed + unparsed
         return {"where": "remote", "endpoint_host": self.host, "endpoint_model": self.identity,
                 "api_tier": cap.tier, "api_route": cap.api, "api_notes": cap.notes,
                 "dtype": None, "device": "remote",
-                "unparsed_rate": self.unparsed / total if total else None, **usage.to_row()}
+                "unparsed_rate": unparsed / total if total else None, **usage.to_row()}
 
-    def query_cost(self, since: Usage, n_queries: int) -> dict:
-        """Tokens and dollars one test query costs, from the answers' usage since `since`
-        (cached answers included: a deployed query pays for them)."""
-        u = self.client.usage.since(since)
+    def query_cost(self, since: tuple[Usage, int, int], n_queries: int) -> dict:
+        """Tokens and dollars one test query costs, from the answers' usage since the mark
+        `since` (cached answers included: a deployed query pays for them)."""
+        u = self.client.usage.since(since[0])
         p = (u.prompt_tokens + u.cached_prompt_tokens) / max(n_queries, 1)
         c = (u.completion_tokens + u.cached_completion_tokens) / max(n_queries, 1)
         return {"api_prompt_tokens_per_query": p, "api_completion_tokens_per_query": c,
@@ -172,8 +176,8 @@ class RemoteBackend:
             return self.client.request(route, body)
         except ApiRejected:
             return None
-        except TailorError as e:  # a 5xx that outlived its retries on an odd feature
-            if "kept failing" in str(e) and "(500)" in str(e):
+        except ApiUnavailable as e:  # some servers answer 500 to a feature they lack
+            if e.status == 500:
                 return None
             raise
 
