@@ -192,6 +192,11 @@ def test_compare_cli_against_an_endpoint_then_again_from_the_cache(local, tmp_pa
             (0.15 * row["api_prompt_tokens_per_query"]
              + 0.60 * row["api_completion_tokens_per_query"]) / 1e6)
     report = json.loads((tmp_path / "run" / "report.json").read_text())
+    api = {a["method"]: a for a in report["api"]}
+    assert api["few_shot"]["tier"] == "echo_logprobs"
+    assert api["few_shot"]["calls"] == kept[1]["api_calls"] and api["few_shot"]["usd"] > 0
+    md = (tmp_path / "run" / "report.md").read_text()
+    assert "API few_shot: 127.0.0.1:" in md and "tier echo_logprobs" in md and "cache hits" in md
     methods = report["methods"]
     methods = methods if isinstance(methods, dict) else {m["method"]: m for m in methods}
     # the report's per-query cost is the measured one

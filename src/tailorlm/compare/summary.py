@@ -75,11 +75,32 @@ def summarize(rows: list[dict], plan: dict, constraints=None, *, skipped=(),
                                                 "score": zero["score_mean"]},
         "methods": methods, "curves": curves, "crossings": _crossings(curves),
         "pareto": _pareto(methods), "skipped": list(skipped),
+        "api": _api_usage(rows),
     }
     summary["recommendation"] = recommend(methods, constraints)
     summary["tables"] = {"key_differences": key_differences(summary),
                          "cost_performance": cost_performance(summary)}
     return summary
+
+
+def _api_usage(rows: list[dict]) -> list[dict]:
+    """Per method run through an endpoint: its host, model and scoring tier, and the calls,
+    cache hits, tokens and dollars of all its runs (models/remote.py)."""
+    out: dict[str, dict] = {}
+    for r in rows:
+        if r.get("where") != "remote":
+            continue
+        m = out.setdefault(r["method"], {
+            "method": r["method"], "host": r.get("endpoint_host"),
+            "model": r.get("endpoint_model"), "tier": r.get("api_tier"),
+            "notes": r.get("api_notes") or [], "calls": 0, "cache_hits": 0, "tokens": 0,
+            "usd": 0.0, "latency_ms_p95": r.get("api_latency_ms_p95"),
+            "unparsed_rate": r.get("unparsed_rate")})
+        m["calls"] += r.get("api_calls") or 0
+        m["cache_hits"] += r.get("api_cache_hits") or 0
+        m["tokens"] += (r.get("api_prompt_tokens") or 0) + (r.get("api_completion_tokens") or 0)
+        m["usd"] += r.get("api_usd") or 0.0
+    return list(out.values())
 
 
 def _kind(row: dict) -> str:
