@@ -63,7 +63,9 @@ class RemoteBackend:
     sha256: str = ""  # the weights are not ours to hash
     where: ClassVar[str] = "remote"
     virtual_prefix: ClassVar[None] = None  # nothing runs before the text
-    model: ClassVar[None] = None
+    # No torch module behind an API; a token unique to this backend, so that memos keyed by the
+    # model (prompt_template's template ranking) never mix two endpoints.
+    model: object = field(default_factory=object, repr=False, compare=False)
     total_params: ClassVar[None] = None  # unknown behind an API
     dtype: ClassVar[str] = "remote"
     _capability: Capability | None = None
