@@ -48,6 +48,7 @@ def main() -> None:
             start = time.perf_counter()
             adapter = spec.fit(model, shots, None, spec.config.from_dict(options), seed=0)
             fit_s = time.perf_counter() - start
+            print(f"{name} {method}: fitted in {fit_s:.0f} s", file=sys.stderr, flush=True)
             result = evaluate(model, adapter, rows)
             search = getattr(adapter, "search", None) or {}
             instr = adapter.template.instruction or "(none)"

@@ -53,8 +53,6 @@ class LocalBackend:
     # length in positions); the engine starts every prompt from it. None for a plain model.
     virtual_prefix: Callable[[], tuple[object, int]] | None = None
 
-    where: ClassVar[str] = "local"
-
     def with_model(self, model: torch.nn.Module) -> "LocalBackend":
         """The same base identity computing with another module (LoRA-wrapped, fine-tuned)."""
         return replace(self, model=model)
@@ -81,6 +79,9 @@ class LocalBackend:
         if getattr(tok, "bos_token", None) and getattr(tok, "add_bos_token", False):
             return tok.bos_token
         return ""
+
+    # -- the Backend protocol's remaining parts ----------------------------------------------
+    where: ClassVar[str] = "local"
 
     def count_tokens(self, text: str) -> int:
         return len(self.encode(text))
