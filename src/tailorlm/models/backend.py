@@ -1,15 +1,8 @@
-"""A base model as the methods and the engine see it: the `Backend` protocol, and `LocalBackend`.
+"""A loaded base model: the torch module, its tokenizer and its identity.
 
 Every method and the engine work on a `Backend`. `identity` is the base model's public name (its hub
 id, e.g. `HuggingFaceTB/SmolLM2-135M-Instruct`) and `sha256` the hash of the weights actually used,
-so an artifact records which base it was made on. `where` says where the model runs:
-
-    LocalBackend   where="local"    a torch module and its tokenizer, in this process
-    RemoteBackend  where="remote"   an OpenAI-compatible endpoint (models/remote.py): text in,
-                                    text or log-probabilities out; no weights to train or bind
-
-Methods that need weights (`MethodSpec.needs_weights`) refuse a remote backend; the engine scores
-and generates through the backend's own tiers when it is remote (engine/evaluate.py).
+so an artifact records which base it was made on.
 """
 
 from __future__ import annotations
@@ -22,7 +15,15 @@ import torch
 
 @runtime_checkable
 class Backend(Protocol):
-    """What every backend offers: identity, where it runs, token counts, what a result row says."""
+    """What every backend offers: identity, where it runs, token counts, what a result row says.
+
+        LocalBackend   where="local"    a torch module and its tokenizer, in this process
+        RemoteBackend  where="remote"   an OpenAI-compatible endpoint (models/remote.py): text
+                                        in, text or log-probabilities out; no weights to bind
+
+    Methods that need weights (`MethodSpec.needs_weights`) refuse a remote backend; the engine
+    scores and generates through a remote backend's own tiers (engine/evaluate.py).
+    """
 
     name: str  # what the user asked for: a catalog name, a folder, a hub id or URL#model
     identity: str  # recorded in artifacts: the hub id, or the endpoint's model name
@@ -53,12 +54,26 @@ class LocalBackend:
     # length in positions); the engine starts every prompt from it. None for a plain model.
     virtual_prefix: Callable[[], tuple[object, int]] | None = None
 
-    def with_model(self, model: torch.nn.Module) -> "LocalBackend":
+    def with_model(self, model: torch.nn.Module) -> "Backend":
         """The same base identity computing with another module (LoRA-wrapped, fine-tuned)."""
         return replace(self, model=model)
 
-    def with_virtual_prefix(self, fn: Callable[[], tuple[object, int]]) -> "LocalBackend":
+    def with_virtual_prefix(self, fn: Callable[[], tuple[object, int]]) -> "Backend":
         return replace(self, virtual_prefix=fn)
+
+    # -- the Backend protocol's remaining parts (the engine asks `where` before scoring) ------
+    where: ClassVar[str] = "local"
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.encode(text))
+
+    def usage_mark(self) -> None:
+        return None  # nothing is billed per call locally
+
+    def describe(self, since: object = None) -> dict:
+        """What a result row records of the model it ran on."""
+        return {"where": self.where, "dtype": str(self.dtype).removeprefix("torch."),
+                "device": self.device.type}
 
     @property
     def device(self) -> torch.device:
@@ -79,17 +94,3 @@ class LocalBackend:
         if getattr(tok, "bos_token", None) and getattr(tok, "add_bos_token", False):
             return tok.bos_token
         return ""
-
-    # -- the Backend protocol's remaining parts ----------------------------------------------
-    where: ClassVar[str] = "local"
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.encode(text))
-
-    def usage_mark(self) -> None:
-        return None  # nothing is billed per call locally
-
-    def describe(self, since: object = None) -> dict:
-        """What a result row records of the model it ran on."""
-        return {"where": self.where, "dtype": str(self.dtype).removeprefix("torch."),
-                "device": self.device.type}
