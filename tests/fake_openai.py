@@ -7,6 +7,7 @@ return no log-probabilities, so tiers (a) and (b) are tested against this one:
                                        row 0 null, text_offset), top logprobs, generation
     mode="top"                         echo refused (400), top logprobs on generated tokens only
     mode="plain"                       logprobs ignored (like transformers serve)
+    mode="chat"                        no /v1/completions (404); chat with top logprobs
 
 It can also answer the first `fail_429` requests with 429 and `Retry-After`, and refuse requests
 without `api_key` (401). Every request is counted in `requests`.
@@ -79,6 +80,8 @@ class FakeServer:
             refused = gate(request)
             if refused is not None:
                 return refused
+            if self.mode == "chat":
+                return JSONResponse({"detail": "Not Found"}, status_code=404)
             body = await request.json()
             if body.get("model") != self.model_name:
                 return error(404, f"The model {body.get('model')} does not exist",

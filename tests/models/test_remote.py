@@ -63,6 +63,19 @@ def test_top_logprobs_tier_and_labels_that_share_a_first_word(local):
     assert backend.describe()["api_tier"] == "top_logprobs"
 
 
+def test_a_chat_only_server_scores_by_chat_top_logprobs_and_generates_by_chat(local):
+    with FakeServer(local, mode="chat") as server:
+        backend = remote(server)
+        cap = backend.capability
+        assert (cap.tier, cap.api) == ("top_logprobs", "chat")
+        assert np.isfinite(backend.score_labels(PROMPTS, LABELS)).all()
+        answers = backend.generate(PROMPTS[:1], max_new_tokens=3)
+        assert isinstance(answers[0], str)
+        # labels that share a first word fall back to generating, through chat
+        backend.score_labels(PROMPTS, [" card arrival", " card linking"])
+    assert any("share a first word" in n for n in cap.notes)
+
+
 def test_generate_tier_parses_answers_and_counts_unparsed(local):
     with FakeServer(local, mode="plain") as server:
         backend = remote(server)

@@ -52,6 +52,10 @@ class ApiRejected(TailorError):
     """The endpoint refused the request as malformed (400/422): a feature it does not offer."""
 
 
+class ApiNotFound(TailorError):
+    """404: no such model, or no such route (a chat-only server has no /v1/completions)."""
+
+
 class ApiUnavailable(TailorError):
     """The endpoint kept failing (429/5xx/timeouts) through every retry."""
 
@@ -229,7 +233,7 @@ class ApiClient:
                 raise TailorError(f"{self.host} refused the API key ({e.status_code}): set the "
                                   "variable named by --api-key-env to a valid key") from None
             except openai.NotFoundError as e:
-                raise TailorError(f"{self.host}: 404 for model {self.model!r} on /{_path(route)}"
+                raise ApiNotFound(f"{self.host}: 404 for model {self.model!r} on /{_path(route)}"
                                   f" ({_message(e)}): check --endpoint (it ends in /v1) and "
                                   "--model (GET /v1/models lists them)") from None
             except (openai.BadRequestError, openai.UnprocessableEntityError) as e:

@@ -36,7 +36,8 @@ import numpy as np
 
 from tailorlm.engine.prompt import Prompt
 from tailorlm.errors import TailorError
-from tailorlm.models.api_client import ApiClient, ApiRejected, ApiUnavailable, Limits, Usage
+from tailorlm.models.api_client import (ApiClient, ApiNotFound, ApiRejected, ApiUnavailable,
+                                        Limits, Usage)
 
 TIERS = ("echo_logprobs", "top_logprobs", "generate")
 FLOOR = -30.0  # log-probability given to a label the endpoint did not name (e^-30: never chosen)
@@ -178,6 +179,10 @@ class RemoteBackend:
             return self.client.request(route, body)
         except ApiRejected:
             return None
+        except ApiNotFound:  # a chat-only server has no /v1/completions; chat's 404 is final
+            if route == "completions":
+                return None
+            raise
         except ApiUnavailable as e:  # some servers answer 500 to a feature they lack
             if e.status == 500:
                 return None
