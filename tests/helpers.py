@@ -8,20 +8,20 @@ import numpy as np
 import torch
 
 from tailorlm.data.task import Example, Task
-from tailorlm.models.backend import Backend
+from tailorlm.models.backend import LocalBackend
 
 
-def tiny_backend(seed: int = 0) -> Backend:
+def tiny_backend(seed: int = 0) -> LocalBackend:
     from conftest import build_tiny_llama, build_tiny_tokenizer
 
     tokenizer = build_tiny_tokenizer()
     tokenizer.pad_token = tokenizer.eos_token
     model = build_tiny_llama(len(tokenizer), seed=seed)
     model.config.max_position_embeddings = 512
-    return Backend("tiny", "test/tiny-llama", "0" * 64, model, tokenizer, "(memory)")
+    return LocalBackend("tiny", "test/tiny-llama", "0" * 64, model, tokenizer, "(memory)")
 
 
-def sharp_tiny_backend(seed: int = 0) -> Backend:
+def sharp_tiny_backend(seed: int = 0) -> LocalBackend:
     """tiny_backend with its LM head scaled x30: a random tiny model's logits are nearly flat
     (std ~0.1), so no prompt or adapter could move its loss; a sharper head gives training
     something to steer."""

@@ -14,7 +14,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from tailorlm.engine.generate import generate
 from tailorlm.engine.prompt import Prompt
-from tailorlm.models.backend import Backend
+from tailorlm.models.backend import LocalBackend
 
 SENTENCES = [
     "the cat sat on the mat",
@@ -36,7 +36,7 @@ PROMPTS = [
 
 
 @pytest.fixture
-def backend() -> Backend:
+def backend() -> LocalBackend:
     tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.train_from_iterator(SENTENCES, trainers.WordLevelTrainer(
@@ -48,7 +48,7 @@ def backend() -> Backend:
                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                          max_position_embeddings=128, pad_token_id=0, eos_token_id=2)
     model = LlamaForCausalLM(config).eval()
-    return Backend("tiny", "tiny", "0" * 64, model, tokenizer, "")
+    return LocalBackend("tiny", "tiny", "0" * 64, model, tokenizer, "")
 
 
 def greedy_reference(backend: Backend, prompt: Prompt, max_new_tokens: int, stop, eos):

@@ -3,6 +3,7 @@
     tailor compare --train T.jsonl --test E.jsonl                     the default plan
     tailor compare --plan configs/examples/support_compare.yaml train.k=64 seeds=3
     tailor compare ... --api-only --max-train-minutes 10 --queries-per-day 50000
+    tailor compare --endpoint http://127.0.0.1:8080/v1 --model gpt-small --api-key-env MY_KEY ...
     tailor recommend runs/sst2 --max-latency-ms 50                   no re-running
 
 Flags are shorthands for plan keys (--k is train.k, --methods is methods, ...); they and the
@@ -37,6 +38,12 @@ def add_parser(commands) -> None:
     run = p.add_argument_group("runs (plan keys)")
     run.add_argument("--model", help="catalog name, folder or hub id (default smollm2-135m)")
     run.add_argument("--dtype", choices=["float32", "bfloat16", "auto"])
+    api = p.add_argument_group("a model behind an OpenAI-compatible API (plan keys model, api.*)")
+    api.add_argument("--endpoint", help="the API's base URL (ending in /v1); --model is then the "
+                     "endpoint's model name, and only text-prompt methods run")
+    api.add_argument("--api-key-env", help="the environment variable that holds the API key")
+    api.add_argument("--max-api-usd", type=float, help="stop calling the API past this spend")
+    api.add_argument("--max-api-calls", type=int, help="stop calling the API past this many calls")
     run.add_argument("--methods", help="comma-separated method names (default: every family)")
     run.add_argument("--k", type=int, help="training examples per class (train.k)")
     run.add_argument("--curve", help="k values of the data-efficiency curve, e.g. 4,16,64; "
@@ -107,6 +114,8 @@ FLAG_KEYS = {"task": "task", "train": "data.train", "test": "data.test", "val": 
 
 def flag_values(args) -> dict:
     """The flags given, as typed plan values ({dotted key: value})."""
+    from tailorlm.errors import TailorError
+
     values = {key: getattr(args, attr) for attr, key in FLAG_KEYS.items()
               if getattr(args, attr) is not None}
     if args.description:
@@ -119,6 +128,14 @@ def flag_values(args) -> dict:
         values["train.curve"] = _curve(args.curve)
     if args.methods:
         values["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if getattr(args, "endpoint", None):  # the model behind an OpenAI-compatible API: URL#NAME
+        if not args.model:
+            raise TailorError("--endpoint needs --model: the model name the endpoint serves")
+        values["model"] = args.endpoint.rstrip("/") + "#" + args.model
+    for attr, key in (("api_key_env", "api.key_env"), ("max_api_usd", "api.max_usd"),
+                      ("max_api_calls", "api.max_calls")):
+        if getattr(args, attr, None) is not None:
+            values[key] = getattr(args, attr)
     return values
 
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import yaml
 
-from tailorlm.compare.budget import epochs_for, method_costs, n_shots, probe, run_seconds, \
-    size_plan
+from tailorlm.compare.budget import epochs_for, method_costs, n_shots, probe, remote_probe, \
+    run_seconds, size_plan
 from tailorlm.compare.plan import TREE, Plan, check_data, check_metric, method_config
 from tailorlm.compare.runner import Run, evaluation_subset, run_comparison
 from tailorlm.data.task import Task
@@ -104,7 +104,7 @@ def _recorded_sizing(plan: Plan, out: Path) -> dict | None:
     now = _flat(yaml.safe_load(yaml.safe_dump(plan.to_dict(), sort_keys=False)))
     default = _flat(TREE)  # a key newer than the recorded plan counts as its default there
     differs = [key for key in sorted(set(was) | set(now))
-               if key.split(".")[0] not in ("resolved", "budget_minutes")
+               if key.split(".")[0] not in ("resolved", "budget_minutes", "api")
                and was.get(key, default.get(key)) != now.get(key)]
     if differs:
         raise TailorError(f"{out} holds a comparison of another plan ({', '.join(differs[:5])} "
@@ -182,8 +182,14 @@ def run_plan(plan: Plan, out: str | Path, *, on_event=None, on_note=print) -> di
     if train.kind == "classification" and not train.labels:
         raise TailorError("the training data has no labels")
     check_same_data(out, train, val, test)
-    backend = load_backend(plan.tree["model"], dtype=plan.tree["dtype"])
-    p = probe(backend, train, test)
+    costs = plan.tree["costs"]
+    backend = load_backend(plan.tree["model"], dtype=plan.tree["dtype"], api={
+        **plan.tree["api"], "usd_per_1m_input": costs["api_usd_per_1m_input_tokens"],
+        "usd_per_1m_output": costs["api_usd_per_1m_output_tokens"]})
+    remote = backend.where == "remote"
+    if remote:
+        plan = _text_only(plan, backend, on_note)
+    p = remote_probe(backend, train, test) if remote else probe(backend, train, test)
     sizing = _recorded_sizing(plan, out) or size_plan(
         plan, train, test, p, {m.method: method_costs(m.method) for m in plan.methods})
     for note in sizing["notes"]:
@@ -208,6 +214,8 @@ def run_plan(plan: Plan, out: str | Path, *, on_event=None, on_note=print) -> di
     out.mkdir(parents=True, exist_ok=True)
     (out / PLAN_FILE).write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
     runs = plan_runs(plan, train, sizing, p)
+    if remote:
+        on_note(_api_projection(backend, plan, runs, p, train))
     rows = run_comparison(backend, train, test, runs, out, metric=plan.tree["eval"]["metric"],
                           val=val, on_event=on_event,
                           budget_seconds=plan.tree["budget_minutes"] * 60 - (
@@ -229,3 +237,30 @@ def every_run_failed(rows: list[dict], out: Path) -> str:
                          f": {reason}" for reason, runs in by_reason.items())
     return (f"every run of the comparison failed, no result kept ({failures}); tracebacks in "
             f"{out / 'errors.log'}")
+
+
+def _text_only(plan: Plan, backend, on_note) -> Plan:
+    """The plan without the methods that need weights: an endpoint takes text only."""
+    from tailorlm.methods import get_method
+
+    keep = [m for m in plan.methods if not get_method(m.method).needs_weights]
+    dropped = [m.method for m in plan.methods if m not in keep]
+    if not keep:
+        raise TailorError(f"{backend.host} is a remote endpoint and every method in the plan "
+                          "needs weights: use prompt_template, few_shot or instruction_search")
+    if dropped:
+        on_note(f"plan: {', '.join(dropped)} need the model's weights: not run against "
+                f"{backend.host}")
+    return Plan(plan.tree, keep, plan.source)
+
+
+def _api_projection(backend, plan: Plan, runs: list[Run], p, train: Task) -> str:
+    """Calls, tokens and dollars the runs are expected to cost, printed before they start."""
+    queries = sum(r.estimate for r in runs) / max(p.s_query, 1e-9)
+    cost = backend.project(queries, p.row_tokens, p.n_labels)
+    api = plan.tree["api"]
+    caps = ", ".join(f"{k}={api[k]}" for k in ("max_calls", "max_usd") if api[k] is not None)
+    return (f"api: {backend.host} model {backend.identity}, tier {backend.capability.tier}; "
+            f"projected about {cost['calls']:,} calls, {cost['prompt_tokens']:,} prompt + "
+            f"{cost['completion_tokens']:,} completion tokens, ${cost['usd']:.4f} (answers "
+            f"already cached cost nothing){'; caps ' + caps if caps else ''}")

@@ -114,6 +114,27 @@ def probe(backend, train: Task, test: Task) -> Probe:
                  choice_passes=len(builtin_templates(train)) + CHOICE_EXTRA_PASSES)
 
 
+def remote_probe(backend, train: Task, test: Task) -> Probe:
+    """The probe of a model behind an API: seconds per zero-shot query from real calls (cached:
+    a rerun costs nothing and measures near 0). Nothing trains there, so the training rate
+    is the evaluation rate."""
+    from tailorlm.engine.evaluate import evaluate
+    from tailorlm.methods.prompt_adapter import PromptAdapter
+    from tailorlm.methods.templates import builtin_templates, resolve
+
+    template = resolve("default", train)
+    adapter = PromptAdapter("prompt_template", None, train.with_examples([]), template)
+    rows = test.with_examples(test.examples[:PROBE_ROWS])
+    start = time.perf_counter()
+    tokens = evaluate(backend, adapter, rows).tokens
+    seconds = max(time.perf_counter() - start, 1e-3)
+    texts = [template.render_query(train, e.input) + " " + e.target for e in train.examples[:64]]
+    row_tokens = sum(backend.count_tokens(t) for t in texts) / max(len(texts), 1)
+    return Probe(s_query=seconds / len(rows), tok_s=max(tokens, 1) / seconds,
+                 row_tokens=row_tokens, n_labels=len(train.labels or []),
+                 choice_passes=len(builtin_templates(train)) + CHOICE_EXTRA_PASSES)
+
+
 def _forward_rate(backend, texts: list[str]) -> float:
     """Tokens per second of one no-grad forward over `texts` as a padded batch."""
     import torch

@@ -277,7 +277,7 @@ def _query_range(s: dict) -> int:
     finite = [m["break_even_queries"] for m in s.get("methods") or []
               if m.get("break_even_queries")]
     n = 3 * max(finite) if finite else 30 * (s.get("queries_per_day") or 0) or 1000
-    return int(_nice(n))
+    return max(1, int(_nice(n)))  # a break-even under one query (cached reruns) spans 1
 
 
 def _breakeven_plot(s: dict, colors: dict[str, str]) -> str:

@@ -1,7 +1,7 @@
 """A comparison plan: the shared protocol, and the methods with only what differs for each.
 
     task: support_routing            # or data: {train: ..., test: ..., val: ...} (+ field names)
-    model: smollm2-135m
+    model: smollm2-135m              # or URL#NAME: an OpenAI-compatible endpoint (api: below)
     seeds: 3                         # a count (0, 1, 2) or a list
     budget_minutes: 30               # auto values are sized to it; the runner keeps to it
     train: {k: auto, curve: auto, epochs: auto}   # shared by every method that has the option
@@ -71,6 +71,10 @@ TREE = {  # every key a plan may hold, and its default
     "eval": {"max_test": AUTO, "sensitivity": AUTO, "train_score": True, "metric": None,
              "tie_level": 0.95},
     "costs": dict(COSTS), "methods": list(DEFAULT_METHODS),
+    # model: URL#NAME (an OpenAI-compatible endpoint): the key's variable, hard caps, requests
+    # in flight, and the scoring tier (auto: the best the endpoint offers; models/remote.py)
+    "api": {"key_env": None, "max_usd": None, "max_calls": None, "concurrency": 4,
+            "tier": "auto"},
 }
 
 

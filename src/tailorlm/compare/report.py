@@ -67,7 +67,19 @@ def summary_table(summary: dict) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     head = (f"{summary['task']} — {summary['metric']} on {summary['n_test']} test rows, k="
             f"{summary['k']}, seeds {summary['seeds']}, {summary['model']}")
-    return "\n".join([head, *lines, "", *recommendation_lines(summary)])
+    return "\n".join([head, *lines, "", *recommendation_lines(summary), *api_lines(summary)])
+
+
+def api_lines(summary: dict) -> list[str]:
+    """What the methods run through an endpoint cost: tier, calls, cache hits, tokens, $."""
+    out = []
+    for a in summary.get("api") or []:
+        unparsed = (f", {a['unparsed_rate']:.0%} of answers matched no label"
+                    if a.get("unparsed_rate") is not None else "")
+        out.append(f"API {a['method']}: {a['host']} {a['model']}, tier {a['tier']}: "
+                   f"{a['calls']:,} calls, {a['cache_hits']:,} cache hits, {a['tokens']:,} "
+                   f"tokens, ${a['usd']:.4f}{unparsed}")
+    return out
 
 
 def recommendation_lines(summary: dict) -> list[str]:
@@ -144,6 +156,7 @@ def markdown(summary: dict) -> str:
             out += ["", "Wrong answers (the first few):", ""] + [
                 f"- {w['input'][:160]!r}: gold {w['gold']}, predicted {w['predicted']}"
                 for w in classes["wrong"]]
+    out += ["", *api_lines(summary)] if summary.get("api") else []
     for key, title in (("key_differences", "Key differences, measured"),
                        ("cost_performance", "Cost and performance considerations, measured")):
         table = summary["tables"][key]

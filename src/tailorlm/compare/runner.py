@@ -41,7 +41,7 @@ from tailorlm.data.task import Task
 from tailorlm.engine.cost import CostMeter, dir_bytes
 from tailorlm.engine.evaluate import evaluate, quick_score
 from tailorlm.engine.predictions import per_row, test_rows, write_predictions
-from tailorlm.methods.contract import fitted_rows, held_out_rows
+from tailorlm.methods.contract import check_backend, fitted_rows, held_out_rows
 from tailorlm.methods.artifact import build_card, load_adapter, save_adapter
 from tailorlm.methods.index import get_method
 from tailorlm.methods.selection import validation_subset
@@ -169,11 +169,15 @@ def run_comparison(backend: Backend, train: Task, test: Task, runs: list[Run], o
 
 
 def _run_one(backend, train, test, run: Run, spec, config, out: Path, metric, val) -> dict:
+    check_backend(spec, backend)  # a method that needs weights refuses an API-only model
+    mark = backend.usage_mark()  # API calls, tokens and dollars from here are this run's
     shots = k_per_class(train, run.k, run.seed) if run.k else train
     with CostMeter() as fit_cost:
         adapter = spec.fit(backend, shots, val, config, seed=run.seed, metric=metric,
                            work_dir=out / "work" / run.slug, resume=True)
+    eval_mark = backend.usage_mark()
     result = evaluate(backend, adapter, test, metric=metric, seed=run.seed)
+    per_query = backend.query_cost(eval_mark, result.n_eval) if eval_mark is not None else {}
     adapter_dir = out / "adapters" / run.slug
     # the run's own memory: the peak of fit and evaluation minus the RSS before the fit
     own_peak = max(fit_cost.peak_rss_mb, result.rss_before_mb + result.peak_rss_mb) \
@@ -192,7 +196,7 @@ def _run_one(backend, train, test, run: Run, spec, config, out: Path, metric, va
     trained = with_group_scores(train_costs(adapter, backend), result)
     write_predictions(out / "predictions" / f"{run.slug}.jsonl", test, result)
     row = {
-        "method": run.method, "family": spec.family, "side": spec.side, "where": "local",
+        "method": run.method, "family": spec.family, "side": spec.side,
         "model": backend.name, "task": test.name, "role": run.role,
         "metric": result.metric, "score": result.score, "score_ci": list(result.score_ci),
         "n_eval": result.n_eval, **costs,
@@ -201,8 +205,7 @@ def _run_one(backend, train, test, run: Run, spec, config, out: Path, metric, va
         "seed": run.seed, "k": run.k, "n_train": len(shots),
         "config": config.to_dict(), "adapter": str(adapter_dir),
         "base_model": backend.identity, "base_model_sha256": backend.sha256,
-        "dtype": str(backend.dtype).removeprefix("torch."),
-        "device": next(backend.model.parameters()).device.type, **trained,
+        **trained, **per_query,
         "load_seconds": load_seconds(backend, adapter_dir),
         "zero_shot_reference": spec.zero_shot_reference,
         "break_even_reference": spec.break_even_reference,
@@ -216,6 +219,7 @@ def _run_one(backend, train, test, run: Run, spec, config, out: Path, metric, va
         rows = evaluation_subset(test, run.sensitivity, seed=0)
         row["sensitivity"] = measure(backend, adapter, rows, result.metric, seed=run.seed)
         row["sensitivity_seconds"] = time.perf_counter() - start
+    row.update(backend.describe(mark))  # where, dtype, device; a remote one's host, tier, usage
     return row
 
 

@@ -101,6 +101,7 @@ def summarize(rows: list[dict], plan: dict, constraints=None, *, skipped=(),
         "data_warnings": [w for w in [resolved.get("duplicates")] if w],
         "methods": methods, "curves": curves, "crossings": _crossings(curves),
         "pareto": _pareto(methods), "skipped": list(skipped),
+        "api": _api_usage(rows),
     }
     significance = Significance.from_rows(main, record, summary["metric"] or "accuracy", level)
     summary["recommendation"] = recommend(methods, constraints, significance, level)
@@ -136,6 +137,26 @@ def _reference(runs: list[dict], key: str):
         return None
 
 
+def _api_usage(rows: list[dict]) -> list[dict]:
+    """Per method run through an endpoint: its host, model and scoring tier, and the calls,
+    cache hits, tokens and dollars of all its runs (models/remote.py)."""
+    out: dict[str, dict] = {}
+    for r in rows:
+        if r.get("where") != "remote":
+            continue
+        m = out.setdefault(r["method"], {
+            "method": r["method"], "host": r.get("endpoint_host"),
+            "model": r.get("endpoint_model"), "tier": r.get("api_tier"),
+            "notes": r.get("api_notes") or [], "calls": 0, "cache_hits": 0, "tokens": 0,
+            "usd": 0.0, "latency_ms_p95": r.get("api_latency_ms_p95"),
+            "unparsed_rate": r.get("unparsed_rate")})
+        m["calls"] += r.get("api_calls") or 0
+        m["cache_hits"] += r.get("api_cache_hits") or 0
+        m["tokens"] += (r.get("api_prompt_tokens") or 0) + (r.get("api_completion_tokens") or 0)
+        m["usd"] += r.get("api_usd") or 0.0
+    return list(out.values())
+
+
 def _kind(row: dict) -> str:
     return "classification" if row.get("metric") in ("accuracy", "macro_f1") else "generation"
 
@@ -168,7 +189,8 @@ def _method(name: str, runs: list[dict]) -> dict | None:
         "break_even_reference": _reference(runs, "break_even_reference") or 0,
     }
     for key in ("fit_seconds", "eval_seconds", "latency_ms_per_query", "prompt_tokens_per_query",
-                "peak_rss_mb", "load_seconds", "latency_ms_p50", "latency_ms_p95"):
+                "peak_rss_mb", "load_seconds", "latency_ms_p50", "latency_ms_p95",
+                "api_usd_per_query"):
         out[key] = _mean(runs, key)
     for key in ("trainable_params", "total_params", "artifact_bytes", "optimizer_bytes",
                 "train_tokens"):  # counts: the same or nearly so for every seed
@@ -193,6 +215,8 @@ def _cost(m: dict, prices: dict, qpd: float) -> dict:
     # what the same prompts cost through a hosted API at its token prices (text prompts only)
     api = ((m["prompt_tokens_per_query"] or 0) * prices["api_usd_per_1m_input_tokens"]
            + ANSWER_TOKENS * prices["api_usd_per_1m_output_tokens"]) / 1e6
+    if m.get("api_usd_per_query") is not None:  # run through an endpoint: its answers' usage
+        api = m["api_usd_per_query"]
     per_query = api if m["where"] == "remote" else \
         (m["latency_ms_per_query"] or 0.0) / 1000 * per_second
     out = {"fit_usd": fit, "per_query_usd": per_query, "daily_usd": qpd * per_query,

@@ -28,6 +28,7 @@ from tailorlm.engine.evaluate import Evaluation, evaluate
 from tailorlm.errors import TailorError
 from tailorlm.methods.artifact import (CARD_FILE, build_card, card_base_model, load_adapter,
                                        load_card, save_adapter, update_card)
+from tailorlm.methods.contract import check_backend
 from tailorlm.methods.index import get_method
 from tailorlm.models.backend import Backend
 
@@ -107,6 +108,7 @@ def tune(backend: Backend, method: str, train: Task, out, *, val: Task | None = 
     """
     out = Path(out)
     spec = get_method(method)
+    check_backend(spec, backend)  # a method that needs weights refuses an API-only model
     cfg = spec.config.from_dict(config)
     with CostMeter() as meter:
         adapter = spec.fit(backend, train, val, cfg, seed=seed, work_dir=out / WORK,

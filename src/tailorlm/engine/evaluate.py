@@ -81,8 +81,12 @@ def label_scores(backend: Backend, adapter, task: Task, on_tokens=None,
             continue
         sub = _subset(task, idx)
         prompts = [part.prompt(e) for e in sub.examples]
-        logprobs = score_labels(part.bind(backend), prompts, part.continuations(sub),
-                                batch_size=batch_size, on_tokens=on_tokens)
+        bound = part.bind(backend)
+        if _remote(bound):  # the endpoint scores in the best tier it offers (models/remote.py)
+            logprobs = bound.score_labels(prompts, part.continuations(sub), on_tokens=on_tokens)
+        else:
+            logprobs = score_labels(bound, prompts, part.continuations(sub),
+                                    batch_size=batch_size, on_tokens=on_tokens)
         scores[idx] = part.adjust(logprobs)
     return scores
 
@@ -90,6 +94,10 @@ def label_scores(backend: Backend, adapter, task: Task, on_tokens=None,
 def predict(backend: Backend, adapter, task: Task, on_tokens=None, batch_size: int = 16,
             on_generated=None) -> list[str]:
     if task.kind == "classification":
+        if _remote(backend):  # unparsed answers predict "" (no hybrid runs remote: check_backend)
+            return backend.predict_labels([adapter.prompt(e) for e in task.examples],
+                                          adapter.continuations(task), task.labels,
+                                          adapter.adjust, on_tokens=on_tokens)
         scores = label_scores(backend, adapter, task, on_tokens, batch_size)
         return [task.labels[i] for i in scores.argmax(axis=1)]
     from tailorlm.engine.generate import generate
@@ -100,8 +108,12 @@ def predict(backend: Backend, adapter, task: Task, on_tokens=None, batch_size: i
         if not idx:
             continue
         prompts = [part.prompt(e) for e in _subset(task, idx).examples]
-        texts = generate(part.bind(backend), prompts, stop=part.stop, batch_size=batch_size,
-                         on_tokens=on_tokens, on_generated=on_generated)
+        bound = part.bind(backend)
+        if _remote(bound):
+            texts = bound.generate(prompts, stop=part.stop, on_tokens=on_tokens)
+        else:
+            texts = generate(bound, prompts, stop=part.stop, batch_size=batch_size,
+                             on_tokens=on_tokens, on_generated=on_generated)
         for i, text in zip(idx, texts):
             out[i] = text
     return out
@@ -225,8 +237,21 @@ def _prompt_tokens(backend: Backend, adapter, task: Task) -> list[int]:
         bound = part.bind(backend)
         n_virtual = bound.virtual_prefix()[1] if bound.virtual_prefix is not None else 0
         for i in idx:
-            counts[i] = n_virtual + len(prompt_ids(backend, part.prompt(task.examples[i])))
+            counts[i] = n_virtual + _count(backend, part.prompt(task.examples[i]))
     return counts
+
+
+def _count(backend, prompt) -> int:
+    """A prompt's tokens as the model reads them: locally with BOS where the tokenizer adds
+    one; through an API, as the endpoint's tokenizer counts them."""
+    if _remote(backend):
+        return backend.count_tokens(prompt.text)
+    return len(prompt_ids(backend, prompt))
+
+
+def _remote(backend) -> bool:
+    """A backend behind an API scores and generates itself, in the tier its endpoint offers."""
+    return getattr(backend, "where", "local") == "remote"
 
 
 def _subset(task: Task, indices: list[int]) -> Task:

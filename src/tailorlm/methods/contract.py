@@ -81,6 +81,12 @@ class MethodSpec:
     # comparison (few_shot 2, prompt_template 1); 0 = never the reference.
     break_even_reference: int = 0
 
+    @property
+    def needs_weights(self) -> bool:
+        """Whether it needs the model's weights (to train, or to bind a prefix or a delta):
+        everything but text prompts. Such methods refuse a remote backend (`check_backend`)."""
+        return self.family != "prompt"
+
 
 class MethodConfig:
     """Mixin for method configs: `from_dict` rejects unknown keys; `validate` checks values."""
@@ -185,3 +191,11 @@ def serving_of(adapter: Adapter) -> dict:
     """What serving the adapter needs beyond the base model, for its card's `serving` key: e.g.
     {"max_lora_rank": 8}, the `--max-lora-rank` vLLM must be started with. {} for text prompts."""
     return dict(getattr(adapter, "serving", None) or {})
+
+
+def check_backend(spec: MethodSpec, backend) -> None:
+    """The one line a method that needs weights gives a backend behind an API."""
+    if spec.needs_weights and getattr(backend, "where", "local") == "remote":
+        raise TailorError(f"{spec.name} needs the model's weights, and {backend.name} is a remote "
+                          "endpoint (text only): run it on a local model, or use a prompt method "
+                          "(prompt_template, few_shot, instruction_search)")

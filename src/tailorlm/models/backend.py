@@ -15,13 +15,40 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Callable, ClassVar, Protocol, runtime_checkable
 
 import torch
 
 
+@runtime_checkable
+class Backend(Protocol):
+    """What every backend offers: identity, where it runs, token counts, what a result row says.
+
+        LocalBackend   where="local"    a torch module and its tokenizer, in this process
+        RemoteBackend  where="remote"   an OpenAI-compatible endpoint (models/remote.py): text
+                                        in, text or log-probabilities out; no weights to bind
+
+    Methods that need weights (`MethodSpec.needs_weights`) refuse a remote backend; the engine
+    scores and generates through a remote backend's own tiers (engine/evaluate.py).
+    """
+
+    name: str  # what the user asked for: a catalog name, a folder, a hub id or URL#model
+    identity: str  # recorded in artifacts: the hub id, or the endpoint's model name
+    sha256: str  # hash of the weights ("" when they are not ours to read: a remote model)
+    path: str  # where the model comes from: a local folder or the endpoint URL
+    where: str  # "local" | "remote"
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def usage_mark(self) -> object: ...
+
+    def describe(self, since: object = None) -> dict: ...
+
+
 @dataclass
-class Backend:
+class LocalBackend:
     name: str  # what the user asked for: a catalog name, a folder or a hub id
     identity: str  # the base model's hub id, recorded in artifacts
     sha256: str  # hash of the weight files loaded
@@ -42,6 +69,20 @@ class Backend:
 
     def with_virtual_prefix(self, fn: Callable[[], tuple[object, int]]) -> "Backend":
         return replace(self, virtual_prefix=fn)
+
+    # -- the Backend protocol's remaining parts (the engine asks `where` before scoring) ------
+    where: ClassVar[str] = "local"
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.encode(text))
+
+    def usage_mark(self) -> None:
+        return None  # nothing is billed per call locally
+
+    def describe(self, since: object = None) -> dict:
+        """What a result row records of the model it ran on."""
+        return {"where": self.where, "dtype": str(self.dtype).removeprefix("torch."),
+                "device": self.device.type}
 
     @property
     def device(self) -> torch.device:

@@ -36,7 +36,7 @@ import torch
 
 import tailorlm
 from tailorlm.errors import TailorError
-from tailorlm.models.backend import Backend
+from tailorlm.models.backend import Backend, LocalBackend
 from tailorlm.models.catalog import CATALOG, DEFAULT_MODEL
 from tailorlm.paths import tailorlm_home
 
@@ -48,14 +48,21 @@ _PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".ckpt", ".pkl"}
 _STALE_TEMP_S = 24 * 3600  # a temp folder this old is a conversion that died: remove it
 
 
-def load_backend(name_or_path: str = DEFAULT_MODEL, *, dtype: str = "float32") -> Backend:
+def load_backend(name_or_path: str = DEFAULT_MODEL, *, dtype: str = "float32",
+                 api: dict | None = None) -> Backend:
     """Load a base model and its tokenizer, in eval mode, on the CPU.
 
     `dtype` is "float32", "bfloat16", or "auto" (bfloat16 where the hardware computes it natively,
     see `best_dtype`). Raises `TailorError` when the model cannot be found or is refused.
+    "URL#MODEL" is an OpenAI-compatible endpoint: a RemoteBackend (models/remote.py), with the
+    `api` options (key variable, caps, prices).
     """
-    torch_dtype = _resolve_dtype(dtype)
     name = str(name_or_path)
+    if name.startswith(("http://", "https://")):
+        from tailorlm.models.remote import remote_backend
+
+        return remote_backend(name, **(api or {}))
+    torch_dtype = _resolve_dtype(dtype)
 
     if name in CATALOG:
         entry = CATALOG[name]
@@ -138,7 +145,7 @@ def _load_folder(name: str, folder: Path, torch_dtype: torch.dtype, *,
     model.eval()
     if getattr(tokenizer, "pad_token", None) is None and getattr(tokenizer, "eos_token", None):
         tokenizer.pad_token = tokenizer.eos_token  # batching needs one; padded positions are masked
-    return Backend(
+    return LocalBackend(
         name=name,
         identity=identity or str(folder.resolve()),
         sha256=sha256 or _sha256_files(weights),
