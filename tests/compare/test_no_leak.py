@@ -17,7 +17,7 @@ from helpers import tiny_backend
 from tailorlm.compare.runner import Run, run_comparison
 from tailorlm.data.task import Example, Task, example_id
 from tailorlm.methods import METHODS
-from tailorlm.models.backend import Backend
+from tailorlm.models.backend import LocalBackend as Backend
 
 POS = ["a great film", "I loved it", "wonderful and fun", "the best movie", "great acting",
        "a joy to watch"]
@@ -37,6 +37,7 @@ def _tasks() -> tuple[Task, Task]:
 
 WEIGHT = {"epochs": 1, "batch_size": 4, "bf16": False}
 CONFIGS = {"prompt_template": {}, "few_shot": {"n_demos": 2, "n_candidates": 2},
+           "instruction_search": {"rounds": 1, "edits_per_round": 2},
            "soft_prompt": {**WEIGHT, "n_virtual": 2}, "prefix": WEIGHT, "lora": WEIGHT,
            "full": WEIGHT, "lora+few_shot": {"weight": WEIGHT, "input": {"n_demos": 2}},
            "lora+soft_prompt": {"weight": WEIGHT, "input": {**WEIGHT, "n_virtual": 2}}}

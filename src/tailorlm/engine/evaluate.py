@@ -135,10 +135,10 @@ def evaluate(backend: Backend, adapter, task: Task, *, metric: str | None = None
     n = len(task.examples)
     scores, generated = None, []
     with CostMeter() as meter:
-        if task.kind == "classification":
+        if task.kind == "classification" and not _remote(backend):
             scores = label_scores(backend, adapter, task, meter.add_tokens, batch_size)
             preds = [task.labels[i] for i in scores.argmax(axis=1)]
-        else:
+        else:  # generation; or an endpoint, whose generate tier answers "" when unparseable
             preds = predict(backend, adapter, task, meter.add_tokens, batch_size,
                             on_generated=generated.append)
     latencies = measure_latency(backend, adapter, task, latency_queries, seed=seed)
@@ -153,8 +153,9 @@ def evaluate(backend: Backend, adapter, task: Task, *, metric: str | None = None
                                    "n_eval": len(idx)}
                            for group, _, idx in groups}
     if task.kind == "classification":
-        answer = [len(backend.encode(c)) for c in adapter.continuations(task)]
-        per_query = float(np.mean([answer[i] for i in scores.argmax(axis=1)])) if n else None
+        answer = dict(zip(task.labels, (backend.count_tokens(c)
+                                        for c in adapter.continuations(task))))
+        per_query = float(np.mean([answer.get(p, 0) for p in preds])) if n else None
     else:
         per_query = sum(generated) / n if n else None
     seconds = max(meter.seconds, 1e-9)
@@ -169,7 +170,8 @@ def evaluate(backend: Backend, adapter, task: Task, *, metric: str | None = None
                       latency_ms_p50=_percentile(latencies, 50),
                       latency_ms_p95=_percentile(latencies, 95),
                       latency_queries=len(latencies),
-                      eval_flops=forward_flops(backend.total_params, meter.tokens),
+                      eval_flops=None if backend.total_params is None  # unknown behind an API
+                      else forward_flops(backend.total_params, meter.tokens),
                       generated_tokens_per_query=per_query, label_scores=scores, extra=extra)
 
 
@@ -185,8 +187,8 @@ def measure_latency(backend: Backend, adapter, task: Task, n: int = LATENCY_QUER
     from tailorlm.engine.scoring import PrefixCache
     from tailorlm.methods.contract import groups_of
 
-    if n <= 0 or not len(task):
-        return []
+    if n <= 0 or not len(task) or _remote(backend):
+        return []  # an endpoint's latency is its calls' (models/api_client.py: api_latency_ms_*)
     rng = np.random.default_rng(seed)
     picks = [int(i) for i in np.concatenate([rng.permutation(len(task))
                                              for _ in range(-(-n // len(task)))])[:n]]

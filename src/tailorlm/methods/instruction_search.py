@@ -66,19 +66,19 @@ class InstructionSearchConfig(MethodConfig):
     # Query layout and answer cue: "auto" = prompt_template's zero-shot choice, or a template.
     template: str | dict = "auto"
     rounds: int = 3  # edit rounds after the seeds; each scores `edits_per_round` candidates
-    edits_per_round: int = 4
+    edits_per_round: int = 4  # edited candidates scored per round: more explores, costs more
     calibrate: str = "auto"  # contextual calibration of the winner: auto | on | off
     metric: str | None = None  # what candidates are judged by; None = the task's default
     # Budget of the search itself (None = no cap); calls, tokens and dollars count API usage.
-    max_seconds: float | None = 600.0
-    max_calls: int | None = None
-    max_tokens: int | None = None
-    max_usd: float | None = None
+    max_seconds: float | None = 600.0  # wall time of the search
+    max_calls: int | None = None  # API calls (proposer's included)
+    max_tokens: int | None = None  # API tokens, prompt and completion
+    max_usd: float | None = None  # API dollars at the plan's prices
     # An LLM endpoint that proposes instructions too, "URL#MODEL" (APE/OPRO style), its key's
     # environment variable, and proposals per round.
     proposer: str | None = None
-    proposer_key_env: str | None = None
-    proposals_per_round: int = 2
+    proposer_key_env: str | None = None  # environment variable holding the proposer's API key
+    proposals_per_round: int = 2  # instructions the proposer writes per round
 
     def validate(self) -> None:
         choose("calibrate", self.calibrate, ("auto", "on", "off"))
@@ -103,7 +103,10 @@ class SearchAdapter(PromptAdapter):
 
 # -- the search -------------------------------------------------------------------------------
 def fit(backend, train: Task, val: Task | None, config: InstructionSearchConfig, *,
-        seed: int = 0, work_dir=None, resume: bool = False) -> SearchAdapter:
+        seed: int = 0, work_dir=None, resume: bool = False,
+        metric: str | None = None) -> SearchAdapter:
+    # the plan's metric, unless the method's own option names one
+    config = dataclasses.replace(config, metric=config.metric or metric)
     judge = validation_subset(val if val is not None and len(val) else train, seed)
     task = train.with_examples([])
     if config.template == "auto":  # the same zero-shot ranking few_shot asks for (memoized)

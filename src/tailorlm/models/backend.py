@@ -34,6 +34,7 @@ class Backend(Protocol):
 
     name: str  # what the user asked for: a catalog name, a folder, a hub id or URL#model
     identity: str  # recorded in artifacts: the hub id, or the endpoint's model name
+    variant: str  # what was loaded, e.g. "GGUF Q8_0 dequantized to float32"
     sha256: str  # hash of the weights ("" when they are not ours to read: a remote model)
     path: str  # where the model comes from: a local folder or the endpoint URL
     where: str  # "local" | "remote"

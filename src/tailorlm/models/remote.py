@@ -62,6 +62,7 @@ class RemoteBackend:
     tokenizer: object | None = None  # a local tokenizer of the same model, for exact counts
     tier: str = "auto"  # or one of TIERS, to force a lower tier (tests, cost)
     sha256: str = ""  # the weights are not ours to hash
+    variant: ClassVar[str] = "served behind an OpenAI-compatible API (weights unseen)"
     where: ClassVar[str] = "remote"
     virtual_prefix: ClassVar[None] = None  # nothing runs before the text
     # No torch module behind an API; a token unique to this backend, so that memos keyed by the
