@@ -75,3 +75,12 @@ def config_options(spec) -> set[str]:
     import dataclasses
 
     return {f.name for f in dataclasses.fields(spec.config)}
+
+
+def size_text(n: int) -> str:
+    """Bytes as a person reads them: 512 B, 7.6 MB (powers of 1000)."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"

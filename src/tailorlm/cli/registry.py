@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 
+from tailorlm.cli.common import size_text
+
 
 def add_registry_arg(p) -> None:
     p.add_argument("--registry", metavar="DIR", help="the registry folder (default: "
@@ -100,7 +102,7 @@ def push(args) -> int:
         v = reg.push(args.folder, args.name, alias=args.alias, parent=args.parent,
                      reason=args.reason)
         data = ", data rows kept" if reg.data(v) else ""
-        print(f"{v.ref} ({v.method}, {_size(v.size)}{data})"
+        print(f"{v.ref} ({v.method}, {size_text(v.size)}{data})"
               + (f" @{', @'.join(v.aliases)}" if v.aliases else ""))
     return 0
 
@@ -116,7 +118,7 @@ def list_(args) -> int:
             metrics = {k: x for k, x in v.lineage.get("metrics", {}).items()
                        if isinstance(x, (int, float))}
             score = f"{next(iter(metrics.values())):.3f}" if metrics else "-"
-            print(f"{v.ref:<28} {v.method:<22} {score:>8} {_size(v.size):>9}  "
+            print(f"{v.ref:<28} {v.method:<22} {score:>8} {size_text(v.size):>9}  "
                   f"{', '.join(v.aliases)}")
     return 0
 
@@ -136,7 +138,7 @@ def show(args) -> int:
             return 0
         base = v.lineage.get("base", {})
         recipe = v.lineage.get("recipe", {})
-        print(f"{v.ref}  {v.method}  created {v.created}  {_size(v.size)}")
+        print(f"{v.ref}  {v.method}  created {v.created}  {size_text(v.size)}")
         print(f"  aliases: {', '.join(v.aliases) or '-'}   parent: {v.parent or '-'}")
         print(f"  base: {base.get('name')} ({base.get('identity')}, sha256 "
               f"{str(base.get('sha256'))[:12]}, {base.get('variant') or base.get('dtype')})")
@@ -151,7 +153,7 @@ def show(args) -> int:
             print(f"  comparison: {json.dumps(info['comparison'])}")
         print(f"  files ({reg.path(v)}):")
         for p, d, s in reg.files(v):
-            print(f"    {p:<44} {_size(s):>9}  sha256 {d[:12]}")
+            print(f"    {p:<44} {size_text(s):>9}  sha256 {d[:12]}")
     return 0
 
 
@@ -219,14 +221,7 @@ def verify(args) -> int:
 def gc(args) -> int:
     with open_registry(args) as reg:
         r = reg.gc()
-        print(f"removed {r['blobs_removed']} blobs ({_size(r['bytes_freed'])}), "
+        print(f"removed {r['blobs_removed']} blobs ({size_text(r['bytes_freed'])}), "
               f"{r['unfinished_writes']} unfinished writes, {r['checkouts_removed']} checkouts")
     return 0
 
-
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n} B"

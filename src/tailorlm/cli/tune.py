@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tailorlm.cli.common import add_field_args, config_options, load_like, load_train, parse_set
+from tailorlm.cli.common import (add_field_args, config_options, load_like, load_train, parse_set,
+                                size_text)
 
 # Flags every learning method takes, as config options; given ones override --set.
 COMMON = ("epochs", "batch_size", "lr")
@@ -72,17 +73,10 @@ def run(args) -> int:
     quality = "".join(f", val {k} {v:.3f}" for k, v in tuned.card["metrics"].items()
                       if not k.endswith("_ci"))
     variants = (f", {costs['n_variants']} variants (+1 costs {costs['add_variant_seconds']:.1f}s,"
-                f" {_size(costs['add_variant_bytes'])}; one LoRA per variant "
-                f"{_size(costs['one_lora_per_variant_bytes'])})" if "n_variants" in costs else "")
+                f" {size_text(costs['add_variant_bytes'])}; one LoRA per variant "
+                f"{size_text(costs['one_lora_per_variant_bytes'])})" if "n_variants" in costs else "")
     print(f"{args.method} -> {args.out}: fit {costs['fit_seconds']:.1f}s, "
-          f"{costs['trainable_params']:,} trainable params, {_size(tuned.artifact_bytes)}"
+          f"{costs['trainable_params']:,} trainable params, {size_text(tuned.artifact_bytes)}"
           f"{quality}{variants}")
     return 0
 
-
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n} B"
