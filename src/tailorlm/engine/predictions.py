@@ -34,10 +34,13 @@ def references(task: Task) -> list:
 
 
 def per_row(task: Task, evaluation) -> dict:
-    """{"pred": [label index]} (classification) or {"values": [metric per row]} (generation)."""
+    """{"pred": [label index]} (classification) or {"values": [metric per row]} (generation).
+
+    An answer that is no label (an endpoint's unparseable reply, predicted "") gets the index
+    len(labels): never the gold, so it counts wrong, as the metric counts it."""
     if task.kind == "classification":
         index = {label: i for i, label in enumerate(task.labels)}
-        return {"pred": [index[p] for p in evaluation.predictions]}
+        return {"pred": [index.get(p, len(task.labels)) for p in evaluation.predictions]}
     values = get_metric(evaluation.metric).per_example(evaluation.predictions, references(task))
     return {"values": [round(float(v), 6) for v in values]}
 
