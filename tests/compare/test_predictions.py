@@ -98,3 +98,17 @@ def test_tailor_eval_writes_a_predictions_file(tmp_path, tiny_model_dir, capsys)
     lines = read_predictions(out)
     assert len(lines) == len(test) and report["predictions"] == str(out)
     assert sum(line["correct"] for line in lines) / len(lines) == pytest.approx(report["score"])
+
+
+def test_an_unparseable_answer_is_a_wrong_row_not_a_failed_run():
+    """An endpoint's generate tier predicts "" for an answer that is no label: per-row outcomes
+    give it the index len(labels), which never equals a gold index."""
+    from types import SimpleNamespace
+
+    from tailorlm.engine.predictions import per_row
+
+    task = sentiment_task(4)
+    preds = [task.examples[0].label, "", task.examples[2].label, ""]
+    out = per_row(task, SimpleNamespace(predictions=preds, metric="accuracy"))
+    assert out["pred"][1] == out["pred"][3] == len(task.labels)
+    assert out["pred"][0] == task.labels.index(task.examples[0].label)
