@@ -17,21 +17,6 @@ pytestmark = pytest.mark.integration
 SST2 = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "sst2"
 
 
-@pytest.fixture(scope="module")
-def smollm2(smollm2_home_module):
-    from tailorlm.models import load_backend
-
-    return load_backend("smollm2-135m")
-
-
-@pytest.fixture(scope="module")
-def smollm2_home_module(smollm2_home):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("TAILORLM_HOME", str(smollm2_home))
-    yield smollm2_home
-    mp.undo()
-
-
 @pytest.mark.skipif(not SST2.exists(), reason="shared datasets not present")
 def test_zero_shot_sentiment_on_real_sst2(smollm2):
     # docs/benchmarks.md: "Text: x\nSentiment:" scores 0.80 on 250 dev rows; 60 rows, 0.65 floor

@@ -36,21 +36,6 @@ SERVE = Path(sys.executable).with_name("transformers")
 
 
 @pytest.fixture(scope="module")
-def smollm2(smollm2_home_module):
-    from tailorlm.models import load_backend
-
-    return load_backend("smollm2-135m")
-
-
-@pytest.fixture(scope="module")
-def smollm2_home_module(smollm2_home):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("TAILORLM_HOME", str(smollm2_home))
-    yield smollm2_home
-    mp.undo()
-
-
-@pytest.fixture(scope="module")
 def transformers_serve(smollm2):
     """`transformers serve FOLDER` on a free port; yields (base URL, model name); stopped after."""
     if not SERVE.exists():
