@@ -28,7 +28,8 @@ from tailorlm.engine.evaluate import evaluate
 from tailorlm.methods import get_method
 from tailorlm.methods.lora import frozen_view
 from tailorlm.methods.templates import resolve
-from tailorlm.methods.trainable import LR_FACTORS, encode_rows
+from tailorlm.methods.trainable import encode_rows
+from tailorlm.methods.tuned import LR_FACTORS
 from vs_trainer import NATURAL, NATURAL_INIT, PEER_EPOCHS, PEERS, run_trainer
 
 METHODS = ("soft_prompt", "prefix", "lora", "full")

@@ -53,7 +53,7 @@ from dataclasses import dataclass
 
 from tailorlm.data.task import Task
 from tailorlm.methods.selection import judged_rows
-from tailorlm.methods.trainable import LR_FACTORS, MAX_EVALUATIONS, VAL_FRACTION, TrainFields
+from tailorlm.methods.tuned import LR_FACTORS, MAX_EVALUATIONS, VAL_FRACTION, TrainFields
 
 PROBE_ROWS = 24
 # passes over the judged rows to choose a prompt, beyond one per built-in template of the task's

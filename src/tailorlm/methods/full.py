@@ -28,9 +28,8 @@ from tailorlm.data.task import Task
 from tailorlm.errors import TailorError
 from tailorlm.methods.artifact import ADAPTER_FILE, CARD_FILE
 from tailorlm.methods.contract import MethodSpec
-from tailorlm.methods.module_trainable import ModuleTrainable, optimizer_bytes
 from tailorlm.methods.index import register
-from tailorlm.methods.trainable import TrainFields, TunedAdapter, fit_trainable
+from tailorlm.methods.tuned import TrainFields, TunedAdapter
 from tailorlm.models.backend import Backend
 
 NAME = "full"
@@ -87,6 +86,10 @@ class FullAdapter(TunedAdapter):
 
 def fit(backend: Backend, train: Task, val: Task | None, config: FullConfig, *, seed: int = 0,
         work_dir=None, resume: bool = False, metric: str | None = None) -> FullAdapter:
+    # fitting code (it imports the training loop): only a fit imports it, never a load or bind
+    from tailorlm.methods.module_trainable import ModuleTrainable, optimizer_bytes
+    from tailorlm.methods.trainable import fit_trainable
+
     task = train.with_examples([])
 
     def start():

@@ -49,9 +49,8 @@ from peft.tuners.lora import LoraLayer
 from tailorlm.data.task import Task
 from tailorlm.errors import TailorError
 from tailorlm.methods.contract import MethodSpec
-from tailorlm.methods.module_trainable import ModuleTrainable, optimizer_bytes
 from tailorlm.methods.index import register
-from tailorlm.methods.trainable import TrainFields, TunedAdapter, fit_trainable
+from tailorlm.methods.tuned import TrainFields, TunedAdapter
 from tailorlm.models.backend import Backend
 
 NAME = "lora"
@@ -230,6 +229,10 @@ class LoraAdapter(TunedAdapter):
 
 def fit(backend: Backend, train: Task, val: Task | None, config: LoraConfig, *, seed: int = 0,
         work_dir=None, resume: bool = False, metric: str | None = None) -> LoraAdapter:
+    # fitting code (it imports the training loop): only a fit imports it, never a load or bind
+    from tailorlm.methods.module_trainable import ModuleTrainable, optimizer_bytes
+    from tailorlm.methods.trainable import fit_trainable
+
     task = train.with_examples([])
 
     def start():  # each trial of the fit protocol (methods/trainable.py): the same seeded A

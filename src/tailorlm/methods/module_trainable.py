@@ -6,6 +6,9 @@ injected A and B matrices for LoRA, every weight for full fine-tuning), and the 
 
     ModuleTrainable(model).parameters()   -> [p for p in model.parameters() if p.requires_grad]
     ModuleTrainable(model).loss(batch)    -> target_loss(model, ids, mask, target_mask)
+
+Fitting code: lora.py and full.py import it inside their `fit` only, so that loading and binding a
+saved adapter never imports the training loop (methods/tuned.py says what inference needs).
 """
 
 from __future__ import annotations

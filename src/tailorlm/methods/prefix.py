@@ -36,7 +36,7 @@ from tailorlm.methods import virtual_prefix as vp
 from tailorlm.methods.contract import MethodSpec
 from tailorlm.methods.index import register
 from tailorlm.methods.templates import Template, resolve
-from tailorlm.methods.trainable import TrainFields, TunedAdapter, choose_template, fit_trainable
+from tailorlm.methods.tuned import TrainFields, TunedAdapter
 from tailorlm.models.backend import Backend
 
 NAME = "prefix"
@@ -194,6 +194,9 @@ def initial_encoder(backend: Backend, task: Task, config: PrefixConfig, seed: in
 def fit(backend: Backend, train: Task, val: Task | None, config: PrefixConfig, *,
         seed: int = 0, work_dir=None, resume: bool = False,
         metric: str | None = None) -> PrefixAdapter:
+    # fitting code (it imports the training loop): only a fit imports it, never a load or bind
+    from tailorlm.methods.trainable import choose_template, fit_trainable
+
     template = choose_template(backend, config, train, val, seed, metric).template
     saved = peft_config(backend, config.n_virtual)
     task = train.with_examples([])

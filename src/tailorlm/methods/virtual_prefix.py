@@ -11,6 +11,8 @@ builds the cache from the parameters with gradients, once per batch for one row,
 the batch's rows (a view of the same graph, so the gradient of every row reaches the parameters)
 and asks `lm_loss.target_loss` for the loss on the targets after it.
 
+Everything here but the loss is what a saved soft prompt or prefix needs to be loaded and used;
+the loss imports its training code when it first runs, so loading one never imports training.
 This module also holds what the two share on disk (PEFT's adapter folder: adapter_config.json and
 adapter_model.safetensors with one tensor, `prompt_embeddings`; docs: shared/notes
 peft-adapter-format.md 4.3) and how their initial values are chosen from real tokens.
@@ -21,16 +23,18 @@ from __future__ import annotations
 import json
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from tailorlm.data.task import Task
-from tailorlm.engine.lm_loss import target_loss
-from tailorlm.engine.train import Batch
 from tailorlm.errors import TailorError
 from tailorlm.methods.templates import Template
 from tailorlm.models.backend import Backend
+
+if TYPE_CHECKING:  # the training loop's batch; importing this module must not import the loop
+    from tailorlm.engine.train import Batch
 
 CONFIG_NAME = "adapter_config.json"  # PEFT's file names (peft.utils.constants)
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -122,6 +126,8 @@ def loss_after_prefix(model, cache, n_virtual: int, batch: Batch) -> tuple[torch
     The cache is repeated for the batch's B rows in place (repeat_interleave keeps its graph), the
     mask covers the n virtual positions and the batch, and the batch's tokens sit at n, n+1, ...
     """
+    from tailorlm.engine.lm_loss import target_loss  # training only: loading never needs it
+
     B, T = batch.input_ids.shape
     cache.batch_repeat_interleave(B)
     device = batch.input_ids.device
