@@ -194,7 +194,8 @@ class BatchEngine:
                 top = {}
                 if req.logprobs:
                     values, idx = logp.topk(min(req.logprobs, logp.numel()))
-                    top = {tok.decode([int(i)]): float(v) for v, i in zip(values, idx)}
+                    for v, i in zip(values, idx):  # descending: alike strings keep the best
+                        top.setdefault(tok.decode([int(i)]), float(v))
                 top.setdefault(tokens[-1], lps[-1])  # the chosen token is always there
                 tops.append(top)
             full = tok.decode(picked, skip_special_tokens=True)

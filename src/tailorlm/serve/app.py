@@ -134,7 +134,9 @@ def create_app(backend, *, base_name: str | None = None, config: ServeConfig | N
     async def chat(request: Request):
         return await state.handle(request, "chat")
 
-    return BodyLimit(KeyAuth(app, api_key), int(config.max_body_mb * 1e6))
+    outer = BodyLimit(KeyAuth(app, api_key), int(config.max_body_mb * 1e6))
+    outer.tailor, outer.fastapi = state, app  # for tests and embedding
+    return outer
 
 
 class State:
@@ -164,7 +166,8 @@ class State:
         if body.stream:
             return StreamingResponse(self.stream(call, plan, ticket, queue),
                                      media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache"})
+                                     headers={"Cache-Control": "no-cache",
+                                              "X-Tailor-Served": call.label})
         try:
             results = await self.wait(request, ticket, call)
             answer = plan.answer(results, call)
@@ -175,7 +178,7 @@ class State:
             call.finish(500)
             raise
         call.finish(200)
-        return answer
+        return JSONResponse(answer, headers={"X-Tailor-Served": call.label})
 
     # -- what to run -------------------------------------------------------------------------
     def plan(self, body, route: str, served) -> Plan:
