@@ -21,6 +21,9 @@ import json
 from tailorlm.serve.errors import envelope
 
 PUBLIC = {"/health"}
+# A body over the limit is still read (and dropped) up to this many bytes before the 413, so a
+# client that sends its whole body before reading the answer gets the answer, not a reset.
+DRAIN_MAX = 64 * 1024 * 1024
 
 
 async def _send_json(send, status: int, body: dict, headers: dict | None = None) -> None:
@@ -57,7 +60,7 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            return await self._too_large(send)
+            return await self._too_large(send, receive, 0)
         chunks, size = [], 0
         while True:  # read the whole body here, bounded, then hand it on
             message = await receive()
@@ -66,7 +69,9 @@ class BodyLimit:
             body = message.get("body", b"")
             size += len(body)
             if size > self.max_bytes:
-                return await self._too_large(send)
+                if not message.get("more_body"):
+                    return await self._too_large(send)
+                return await self._too_large(send, receive, size)
             chunks.append(body)
             if not message.get("more_body"):
                 break
@@ -81,7 +86,14 @@ class BodyLimit:
 
         return await self.app(scope, replay, send)
 
-    async def _too_large(self, send):
+    async def _too_large(self, send, receive=None, drained: int = 0):
+        while receive is not None and drained <= DRAIN_MAX:  # the rest of the body, dropped
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            drained += len(message.get("body", b""))
+            if not message.get("more_body"):
+                break
         mb = self.max_bytes / 1e6
         await _send_json(send, 413, envelope(
             413, f"The request body is larger than this server accepts ({mb:g} MB; "
