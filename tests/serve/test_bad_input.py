@@ -190,7 +190,6 @@ def test_dropped_stream_stops_its_generation(server):
 
 
 def _count(server, label: str) -> float:
-    status, _, _ = 0, None, None
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     conn.request("GET", "/metrics", headers=AUTH)
     text = conn.getresponse().read().decode()

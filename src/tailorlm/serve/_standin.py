@@ -160,7 +160,8 @@ class BatchEngine:
         cache, n_virtual = bound.virtual_prefix() if bound.virtual_prefix is not None else (None, 0)
         cache = copy.deepcopy(cache)
         n = n_virtual + len(ids)
-        out = model(input_ids=torch.tensor([ids]), attention_mask=torch.ones((1, n), dtype=torch.long),
+        out = model(input_ids=torch.tensor([ids]),
+                    attention_mask=torch.ones((1, n), dtype=torch.long),
                     position_ids=torch.arange(n_virtual, n)[None], cache=cache, use_cache=True,
                     logits_to_keep=0 if req.echo else 1)
         prompt_strs = prompt_lps = None

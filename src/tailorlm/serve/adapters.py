@@ -62,12 +62,14 @@ class AdapterCache:
         self.engine, self.scheduler, self.base = engine, scheduler, base
         self.base_name = base_name
         self.registry_root = registry_root
-        self.adapters = {check_name(n, "adapter name"): Path(d) for n, d in (adapters or {}).items()}
+        self.adapters = {check_name(n, "adapter name"): Path(d)
+                         for n, d in (adapters or {}).items()}
         self.max_bytes, self.metrics = max_resident_bytes, metrics
         self._registry = None  # opened on the event loop's thread (SQLite is per thread)
         self._refs: dict[str, tuple[float, object]] = {}  # model string -> (looked up, Version)
         self._entries: OrderedDict[str, Entry] = OrderedDict()
         self._loading: dict[str, asyncio.Future] = {}
+        self._tasks: set[asyncio.Task] = set()  # evictions in flight (kept from the GC)
 
     @property
     def registry(self):
@@ -102,7 +104,9 @@ class AdapterCache:
         if lease.entry is not None:
             lease.entry.leases -= 1
             if self.resident_bytes > self.max_bytes:
-                asyncio.get_running_loop().create_task(self._evict())
+                task = asyncio.get_running_loop().create_task(self._evict())
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
 
     def _lookup(self, model: str):
         from tailorlm.registry.names import parse_ref
@@ -187,8 +191,8 @@ class AdapterCache:
         from tailorlm.methods.artifact import load_card
         from tailorlm.methods.artifact import card_base_model as card_base_model_of
 
-        out = [dict(id=self.base_name, created=created, owned_by="tailorlm", root=self.base.identity,
-                    parent=None, kind="generation", method="base")]
+        out = [dict(id=self.base_name, created=created, owned_by="tailorlm",
+                    root=self.base.identity, parent=None, kind="generation", method="base")]
         for name, folder in self.adapters.items():
             try:
                 card = load_card(folder)

@@ -46,7 +46,6 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
-from tailorlm.errors import TailorError
 from tailorlm.serve import schemas as S
 from tailorlm.serve.adapters import AdapterCache
 from tailorlm.serve.auth import BodyLimit, KeyAuth
@@ -240,7 +239,8 @@ class State:
                     text=None if is_base else t, max_tokens=max_tokens,
                     temperature=body.temperature if body.temperature is not None else 1.0,
                     top_p=body.top_p if body.top_p is not None else 1.0, stop=body.stops,
-                    seed=None if body.seed is None else body.seed + i, logprobs=logprobs,
+                    seed=None if body.seed is None else (body.seed + i) % 2**64,
+                    logprobs=logprobs,
                     echo=echo))
         return Plan(self, route, body, "generate", rows, texts, body.n)
 
@@ -264,7 +264,7 @@ class State:
                                          return_when=asyncio.FIRST_COMPLETED)
             if ticket.future in done:
                 return _result(ticket.future)
-            ticket.cancel()
+            ticket.abandon()
             if gone in done:
                 raise APIError(499, "client closed the request")
             raise timed_out(self.config.request_timeout_s)
@@ -300,7 +300,7 @@ class State:
                     continue
                 get.cancel()
                 if ticket.future not in done:  # out of time
-                    ticket.cancel()
+                    ticket.abandon()
                     status = 503
                     yield _sse(timed_out(self.config.request_timeout_s).body())
                     break
@@ -321,7 +321,7 @@ class State:
             if status == 200:
                 yield "data: [DONE]\n\n"
         except BaseException:  # the client went away mid-stream: stop its rows
-            ticket.cancel()
+            ticket.abandon()
             status = 499
             raise
         finally:

@@ -1,7 +1,7 @@
 """One worker thread runs the engine; requests wait in a bounded queue and leave it in batches.
 
-    request (event loop) ── submit(rows) ─► queue (<= --max-queue requests) ─► worker thread
-                                                                               │
+    request (event loop) ── submit(rows) ─► queue (<= --max-queue) ─► worker thread
+                                                                     │
         every round, the worker takes whatever is waiting (up to --max-batch rows, whole
         requests only, any adapters) and makes at most two engine calls:
             engine.classify(all classification rows)   one mixed batch
@@ -45,6 +45,11 @@ class Ticket:
 
     def cancel(self) -> None:
         self.cancel_event.set()
+
+    def abandon(self) -> None:
+        """Cancel, and take whatever the future ends with: nobody waits for it any more."""
+        self.cancel()
+        self.future.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     def cancelled(self) -> bool:
         return self.cancel_event.is_set()
