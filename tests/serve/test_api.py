@@ -220,3 +220,44 @@ def test_metrics_count_requests_by_adapter(server, client):
     values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
               if line and not line.startswith("#")}
     assert values["tailor_resident_bytes"] > 0 and values["tailor_resident_adapters"] >= 1
+
+
+def test_stop_strings_cut_whole_and_streamed_answers_alike(client):
+    kw = dict(model="tiny", prompt="the cat", max_tokens=20, temperature=0)
+    full = client.completions.create(**kw).choices[0].text
+    assert len(full) > 6
+    stop = full[3:6]  # a string the answer holds: the answer ends before it
+    whole = client.completions.create(**kw, stop=[stop, "never appears"])
+    assert whole.choices[0].text == full[:full.index(stop)]
+    assert whole.choices[0].finish_reason == "stop"
+    streamed = "".join(c.choices[0].text for c in client.completions.create(
+        **kw, stop=[stop, "never appears"], stream=True) if c.choices)
+    assert streamed == whole.choices[0].text
+
+
+def test_many_prompts_and_n_index_their_choices(client):
+    kw = dict(model="tiny", max_tokens=4, temperature=1.0, seed=3)
+    r = client.completions.create(prompt=["the cat", "a dog"], n=2, **kw)
+    assert [c.index for c in r.choices] == [0, 1, 2, 3]
+    for p, prompt in enumerate(["the cat", "a dog"]):
+        alone = client.completions.create(prompt=prompt, n=2, **kw)
+        assert [c.text for c in r.choices[2 * p:2 * p + 2]] == [c.text for c in alone.choices]
+    stream = list(client.completions.create(prompt="the cat", n=2, stream=True, **kw))
+    texts = {i: "".join(c.choices[0].text for c in stream if c.choices and
+                        c.choices[0].index == i) for i in (0, 1)}
+    alone = client.completions.create(prompt="the cat", n=2, **kw)
+    assert [texts[0], texts[1]] == [c.text for c in alone.choices]
+    labels = client.completions.create(model="sentiment", prompt=["a great film", "I hated it"],
+                                       n=2)
+    assert [c.index for c in labels.choices] == [0, 1, 2, 3]
+    assert labels.choices[0].text == labels.choices[1].text
+
+
+def test_streamed_classification_sends_the_label(client):
+    whole = client.chat.completions.create(model="sentiment-lora", messages=[
+        {"role": "user", "content": "a great film"}])
+    chunks = list(client.chat.completions.create(model="sentiment-lora", messages=[
+        {"role": "user", "content": "a great film"}], stream=True,
+        stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content and chunks[-1].usage == whole.usage

@@ -64,6 +64,14 @@ def test_completion_and_echo_scoring_on_smollm2(smollm2, tailor_serve):
     local = generate(smollm2, [Prompt("", text)], max_new_tokens=8, stop=())[0]
     assert r.choices[0].text.strip() == local and r.usage.completion_tokens <= 8
 
+    messages = [{"role": "user", "content": "Name a color."}]
+    chat = client.chat.completions.create(model="smollm2-135m", messages=messages,
+                                          max_tokens=8, temperature=0)
+    rendered = smollm2.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                     add_generation_prompt=True)
+    local = generate(smollm2, [Prompt("", rendered)], max_new_tokens=8, stop=())[0]
+    assert chat.choices[0].message.content.strip() == local and local
+
     review = "Review: a wonderful, moving film\nSentiment: positive"
     s = client.completions.create(model="smollm2-135m", prompt=review, max_tokens=0, echo=True,
                                   logprobs=1, temperature=0)
