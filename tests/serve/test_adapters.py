@@ -39,6 +39,7 @@ def test_alias_move_is_served_within_a_second(own_registry):
         client = openai.OpenAI(base_url=s.url, api_key=KEY, max_retries=0)
         version, before = served(client, "x@production")
         assert version == "x:1"
+        served(client, "x:2")  # resident already: the test times the alias, not a load
         with Registry(own_registry) as reg:
             reg.alias("x", "production", 2, expect=1)
         moved = time.monotonic()
@@ -135,3 +136,26 @@ def test_concurrent_first_requests_load_an_adapter_once(registry_root):
         for t in threads:
             t.join(timeout=60)
     assert len(loads) == 1
+
+
+def test_damaged_adapters_fail_alone_and_good_traffic_goes_on(tmp_path, adapter_folders):
+    import shutil
+
+    bad_json = tmp_path / "bad-json"
+    bad_json.mkdir()
+    (bad_json / "adapter.json").write_text("{")
+    bad_weights = tmp_path / "bad-weights"
+    shutil.copytree(adapter_folders["sentiment-lora"], bad_weights)
+    for f in bad_weights.rglob("*.safetensors"):
+        f.write_bytes(b"not a safetensors file")
+    app = make_app(None, adapters={"good": adapter_folders["sentiment-soft"],
+                                   "bad-json": bad_json, "bad-weights": bad_weights})
+    with LiveServer(app) as s:
+        client = openai.OpenAI(base_url=s.url, api_key=KEY, max_retries=0)
+        first = served(client, "good")[1].choices[0].text
+        for _ in range(5):
+            for name in ("bad-json", "bad-weights"):
+                with pytest.raises(openai.UnprocessableEntityError) as e:
+                    client.completions.create(model=name, prompt="a great film")
+                assert e.value.body["code"] == "unsupported_for_model"
+            assert served(client, "good")[1].choices[0].text == first

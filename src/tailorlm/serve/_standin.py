@@ -107,6 +107,7 @@ class BatchEngine:
                     labels=list(t.get("labels") or []), verbalizer=dict(t.get("verbalizer") or {}),
                     description=t.get("description") or "")
         nbytes = sum(p.stat().st_size for p in adapter_dir.rglob("*.safetensors"))
+        adapter.bind(self.base)  # read the weights now: a damaged adapter fails its load
         return Served(name=name, method=adapter.method, kind=kind,
                       labels=list(task.labels) if kind == "classification" else None,
                       nbytes=nbytes, card=card, adapter=adapter, task=task)

@@ -14,9 +14,10 @@ and a valid name nobody registered is a 404 `model_not_found`. Files are found b
 from the version's digests (registry/store.py), never from the request's text.
 
 Resident adapters are an LRU keyed by what they hold (a registry version's manifest digest, so
-`x@production` and `x:3` share one copy), under --max-resident-mb by `Served.nbytes` (the base is
-not counted). An alias is looked up again when its last lookup is older than REF_TTL_S, so a
-`tailor registry alias` move is served within a second, without a restart. A request holds a
+`x@production` and `x:3` share one copy), under --max-resident-mb by `Served.nbytes` (the base
+is not counted). A reference is looked up again when its last lookup is older than REF_TTL_S,
+so a `tailor registry alias` move is served within a second, without a restart (plus the new
+version's load time, when it is not resident yet). A request holds a
 lease on the adapter it started with until its answer is complete: eviction skips leased
 adapters, so a request already running finishes on its version even if the alias moved or the
 cache needs the room (the cache may then sit over its cap until the lease ends).
@@ -36,7 +37,7 @@ from tailorlm.errors import TailorError
 from tailorlm.serve.errors import APIError, bad_request, model_not_found
 
 log = logging.getLogger("tailorlm.serve")
-REF_TTL_S = 0.5  # how stale an alias lookup may be: a moved alias is served within a second
+REF_TTL_S = 0.25  # how stale a lookup may be: a moved alias is served within a second
 
 
 @dataclass(eq=False)
@@ -152,8 +153,11 @@ class AdapterCache:
         try:
             folder = where()
             served = await self.scheduler.call(lambda: self.engine.load(folder, label))
-        except TailorError as e:
-            raise APIError(422, f"{label} cannot be served: {e}", param="model",
+        except Exception as e:  # noqa: BLE001 - a damaged adapter must not take the server down
+            if not isinstance(e, TailorError):
+                log.error("loading %s failed", label, exc_info=e)
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise APIError(422, f"{label} cannot be served: {reason}", param="model",
                            code="unsupported_for_model") from None
         finally:
             del self._loading[key]
