@@ -162,6 +162,9 @@ class State:
         except APIError as e:
             call.finish(e.status)
             raise
+        except BaseException:
+            call.finish(500)
+            raise
         if body.stream:
             return StreamingResponse(self.stream(call, plan, ticket, queue),
                                      media_type="text/event-stream",
@@ -187,9 +190,11 @@ class State:
                               f"per request (--max-n)", "n")
         max_tokens = body.answer_tokens if route == "chat" else body.max_tokens
         if max_tokens > cfg.max_tokens_limit:
-            raise bad_request(f"max_tokens is {max_tokens}; this server generates at most "
+            which = "max_completion_tokens" if route == "chat" and \
+                body.max_completion_tokens is not None else "max_tokens"
+            raise bad_request(f"{which} is {max_tokens}; this server generates at most "
                               f"{cfg.max_tokens_limit} tokens per answer (--max-tokens-limit)",
-                              "max_tokens")
+                              which)
         echo = route == "completions" and bool(body.echo)
         if route == "completions":
             logprobs = body.logprobs
@@ -283,7 +288,7 @@ class State:
         return queue
 
     async def stream(self, call, plan, ticket, queue):
-        status = 200
+        status, get = 200, None
         try:
             for chunk in plan.opening(call):
                 yield _sse(chunk)
@@ -314,6 +319,12 @@ class State:
                     status = e.status
                     yield _sse(e.body())
                     break
+                except Exception as e:  # noqa: BLE001 - a bug: the stream ends with the error
+                    log.error("engine call failed", exc_info=e)
+                    status = 500
+                    yield _sse(envelope(500, "The server had an error while processing your "
+                                        "request"))
+                    break
                 for chunk in plan.closing(results, call):
                     call.first_token()
                     yield _sse(chunk)
@@ -325,6 +336,8 @@ class State:
             status = 499
             raise
         finally:
+            if get is not None:
+                get.cancel()
             call.finish(status)
 
 
