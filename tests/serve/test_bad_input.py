@@ -247,3 +247,21 @@ def test_request_timeout_is_503_and_the_server_recovers(registry_root):
         engine.generate = type(engine).generate.__get__(engine)
         time.sleep(1.0)  # the slow batch ends
         assert client.completions.create(model="tiny", prompt="the cat", max_tokens=2).usage
+
+
+def test_a_client_that_leaves_while_waiting_is_dropped(registry_root):
+    app = make_app(registry_root)
+    _slow(app, 0.5)
+    with LiveServer(app) as s:
+        body = json.dumps(OK).encode()
+        sock = socket.create_connection(("127.0.0.1", s.port), timeout=30)
+        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                     b"application/json\r\n" + f"Authorization: Bearer {KEY}\r\nContent-Length: "
+                     f"{len(body)}\r\n\r\n".encode() + body)
+        time.sleep(0.1)
+        sock.close()  # gone before its answer
+        deadline = time.time() + 10
+        while _count(s, 'status="499"') == 0 and time.time() < deadline:
+            time.sleep(0.05)
+        assert _count(s, 'status="499"') == 1
+        assert_healthy(s)
