@@ -1,6 +1,8 @@
 """`tailor serve` as a subprocess on the real built-in model (SmolLM2-135M-Instruct), driven by
-the official openai client: one completion, one echo+logprobs scoring call, and the project's
-own RemoteBackend probing it (it finds tier (a), prompt log-probabilities)."""
+the official openai client: a registry classifier answers `tailor eval`'s labels; one
+completion and one chat equal local greedy decoding; one echo+logprobs scoring call equals a
+plain forward; and the project's own RemoteBackend probing the server finds tier (a), prompt
+log-probabilities, and scores labels as local scoring does."""
 
 from __future__ import annotations
 
@@ -22,14 +24,30 @@ KEY = "integration-key"
 
 
 @pytest.fixture(scope="module")
-def tailor_serve(smollm2, smollm2_home, tmp_path_factory):
+def router(smollm2, tmp_path_factory):
+    """A prompt_template sentiment classifier fitted on smollm2 (seconds: no training)."""
+    from helpers import sentiment_task
+    from registry.adapters import fit_folder
+
+    return fit_folder("prompt_template", tmp_path_factory.mktemp("adapters") / "pt", smollm2,
+                      task=sentiment_task(4), base_name="smollm2-135m",
+                      template="text_sentiment", calibrate="on")
+
+
+@pytest.fixture(scope="module")
+def tailor_serve(smollm2, smollm2_home, router, tmp_path_factory):
+    from tailorlm.registry import Registry
+
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TAILOR_API_KEY": KEY,
            "TAILORLM_HOME": str(smollm2_home)}
-    registry = tmp_path_factory.mktemp("empty_registry")
+    registry = tmp_path_factory.mktemp("registry")
+    log = tmp_path_factory.mktemp("serve_log") / "stderr.txt"
+    with Registry(registry) as reg:
+        reg.push(router, "sentiment", alias="production")
     proc = subprocess.Popen([sys.executable, "-m", "tailorlm.cli.main", "serve", "--model",
                              "smollm2-135m", "--registry", str(registry), "--port", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            env=env, stdout=subprocess.DEVNULL, stderr=open(log, "w"))
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 120
@@ -39,7 +57,7 @@ def tailor_serve(smollm2, smollm2_home, tmp_path_factory):
                 break
             except OSError:
                 if time.time() > deadline or proc.poll() is not None:
-                    pytest.fail("tailor serve did not start: " + proc.stderr.read1().decode())
+                    pytest.fail("tailor serve did not start: " + log.read_text()[-2000:])
                 time.sleep(0.5)
         yield url + "/v1"
     finally:
@@ -48,6 +66,23 @@ def tailor_serve(smollm2, smollm2_home, tmp_path_factory):
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def test_classification_adapter_answers_tailor_evals_label(smollm2, router, tailor_serve):
+    from openai import OpenAI
+
+    from helpers import sentiment_task
+    from tailorlm.engine.evaluate import label_scores
+    from tailorlm.methods.artifact import load_adapter
+
+    client = OpenAI(base_url=tailor_serve, api_key=KEY, max_retries=0, timeout=120)
+    models = {m.id: m for m in client.models.list().data}
+    assert models["sentiment@production"].model_extra["parent"] == "smollm2-135m"
+    task = sentiment_task(3)
+    scores = label_scores(smollm2, load_adapter(router), task)  # what `tailor eval` computes
+    for example, row in zip(task.examples, scores):
+        r = client.completions.create(model="sentiment@production", prompt=example.input)
+        assert r.choices[0].text == task.labels[int(row.argmax())]
 
 
 def test_completion_and_echo_scoring_on_smollm2(smollm2, tailor_serve):
