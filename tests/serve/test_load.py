@@ -9,7 +9,9 @@ base, 320 requests; 0 errors, and every answer equals its single-request referen
 
 References are taken first, one request at a time; then the clients fire at once, so the
 scheduler gathers rows of different adapters into the same engine calls (the test checks that
-some call held more than one row). Runs in ~10 s on the tiny model: in the fast suite.
+some call held more than one row). Classification: the same label, log-probabilities within
+1e-4; greedy generation: the same text, or, where a batch's shape flips a near-tie, a logit gap
+under 1e-3 at the first differing token (the issue's rule). ~10 s on the tiny model: fast suite.
 """
 
 from __future__ import annotations
@@ -30,10 +32,25 @@ TEXTS = ["a great film", "I hated it", "boring and dull", "the cat sat", "a joy 
 
 
 def ask(client, model: str, text: str):
-    r = client.completions.create(model=model, prompt=text, max_tokens=6, temperature=0)
+    """(text, label log-probs or None, generated tokens, their top-2 log-probs)."""
+    classify = not model.startswith(("echo", "tiny"))
+    r = client.completions.create(model=model, prompt=text, max_tokens=6, temperature=0,
+                                  logprobs=None if classify else 2)
     c = r.choices[0]
-    scores = c.logprobs.top_logprobs[0] if c.logprobs is not None else None
-    return c.text, scores
+    if classify:
+        return c.text, c.logprobs.top_logprobs[0], None, None
+    return c.text, None, c.logprobs.tokens, c.logprobs.top_logprobs
+
+
+def same_or_near_tie(got, ref) -> bool:
+    """Greedy texts equal, or where a batch's shape flipped a near-tie: at the first token that
+    differs, the reference gave both tokens log-probabilities less than 1e-3 apart."""
+    if got[0] == ref[0]:
+        return True
+    tokens, ref_tokens, ref_top = got[2], ref[2], ref[3]
+    j = next(i for i, (a, b) in enumerate(zip(tokens, ref_tokens)) if a != b)
+    top = ref_top[j]
+    return tokens[j] in top and abs(top[tokens[j]] - top[ref_tokens[j]]) < 1e-3
 
 
 def test_mixed_load_answers_equal_single_requests(server):
@@ -62,10 +79,13 @@ def test_mixed_load_answers_equal_single_requests(server):
         t.join(timeout=180)
     elapsed = time.time() - t0
     assert errors == [] and len(answers) == CLIENTS * PER_CLIENT
-    for model, text, (got, scores) in answers:
-        ref_text, ref_scores = reference[(model, text)]
-        assert got == ref_text, (model, text)
-        if ref_scores is not None:
+    for model, text, got in answers:
+        ref = reference[(model, text)]
+        scores, ref_scores = got[1], ref[1]
+        if ref_scores is None:
+            assert same_or_near_tie(got, ref), (model, text, got[0], ref[0])
+        else:
+            assert got[0] == ref[0], (model, text)
             assert set(scores) == set(ref_scores)
             assert all(abs(scores[k] - ref_scores[k]) <= 1e-4 for k in scores), (model, text)
     req = urllib.request.Request(server.base + "/metrics",
