@@ -14,7 +14,7 @@ from tailorlm.errors import TailorError
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tailorlm.cli import compare, methods, models, registry, tune, upgrade
+    from tailorlm.cli import compare, methods, models, registry, serve, tune, upgrade
     from tailorlm.cli import eval as eval_
 
     parser = argparse.ArgumentParser(
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
         "tuning or both, measured side by side on your data.")
     parser.add_argument("--version", action="version", version=f"tailorlm {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (tune, eval_, compare, methods, models, registry, upgrade):
+    for module in (tune, eval_, compare, methods, models, registry, serve, upgrade):
         module.add_parser(commands)
     args = parser.parse_args(argv)
     _quiet_libraries()
