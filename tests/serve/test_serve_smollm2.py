@@ -123,7 +123,8 @@ def test_completion_and_echo_scoring_on_smollm2(smollm2, tailor_serve):
 def test_remote_label_scoring_through_tailor_serve_matches_local(smollm2, tailor_serve,
                                                                   monkeypatch):
     """The project's RemoteBackend probes the server, finds tier (a) (echo + logprobs), and its
-    label predictions equal local label scoring on a few rows."""
+    label predictions equal local label scoring: on sst2 test rows where ../shared has them
+    (TAILORLM_PARITY_ROWS, default 60; issue 13's check is 200), else on a few built-in rows."""
     from helpers import sentiment_task
     from tailorlm.engine.evaluate import label_scores
     from tailorlm.methods.prompt_adapter import PromptAdapter
@@ -131,13 +132,32 @@ def test_remote_label_scoring_through_tailor_serve_matches_local(smollm2, tailor
     from tailorlm.models.remote import remote_backend
 
     monkeypatch.setenv("TAILOR_TEST_KEY", KEY)
-    task = sentiment_task(3)
+    task = sst2_rows(int(os.environ.get("TAILORLM_PARITY_ROWS", "60"))) or sentiment_task(3)
     adapter = PromptAdapter("prompt_template", None, task.with_examples([]),
                             CLASSIFICATION["text_sentiment"])
     backend = remote_backend(f"{tailor_serve}#smollm2-135m", key_env="TAILOR_TEST_KEY",
-                             cache=None, concurrency=2)
+                             cache=None, concurrency=4)
     assert backend.capability.tier == "echo_logprobs"
     remote = label_scores(backend, adapter, task)
     local = label_scores(smollm2, adapter, task)
-    assert (remote.argmax(1) == local.argmax(1)).all()
+    agree = float(np.mean(remote.argmax(1) == local.argmax(1)))
+    print(f"tier (a) through tailor serve: {agree:.3f} agreement on {len(task.examples)} rows, "
+          f"median |remote - local| {np.median(np.abs(remote - local)):.2e}")
+    assert agree >= 0.99
     assert np.median(np.abs(remote - local)) < 1e-3
+
+
+def sst2_rows(n: int):
+    """The first n sst2 test rows, with the train file's labels; None without ../shared."""
+    from pathlib import Path
+
+    from tailorlm.data.load import load_task
+
+    here = Path(__file__).resolve()
+    folder = next((p / "shared" / "datasets" / "sst2" for p in here.parents[2:4]
+                   if (p / "shared" / "datasets" / "sst2").exists()), None)
+    if folder is None:
+        return None
+    train = load_task(folder / "train.jsonl")
+    rows = load_task(folder / "test.jsonl", labels=train.labels)
+    return rows.with_examples(rows.examples[:n])
