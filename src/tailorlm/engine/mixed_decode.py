@@ -61,8 +61,10 @@ class RowDecoder:
         if self.top is not None:
             k = min(int(self.req.logprobs), logp.shape[-1])
             values, ids = torch.topk(logp, k) if k > 0 else (logp[:0], logp[:0].long())
-            self.top.append({self.tok.decode([i]): float(v)
-                             for i, v in zip(ids.tolist(), values.tolist())})
+            top: dict[str, float] = {}  # two ids may decode alike ("\ufffd"): keep the best
+            for i, v in zip(ids.tolist(), values.tolist()):
+                top.setdefault(self.tok.decode([i]), float(v))
+            self.top.append(top)
         if t in self.eos:
             return self.end("stop")
         self.picked.append(t)
