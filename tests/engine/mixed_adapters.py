@@ -39,26 +39,30 @@ def prompt_adapter(task: Task, method: str = "prompt_template", **kw) -> PromptA
 
 
 def soft_prompt(backend, task: Task, n: int, seed: int):
+    """n vectors at the scale of the model's own embeddings."""
     from tailorlm.methods import soft_prompt as sp
 
     g = torch.Generator().manual_seed(seed)
+    embed = backend.model.get_input_embeddings().weight
+    vectors = torch.randn(n, embed.shape[1], generator=g) * float(embed.detach().std())
     return sp.SoftPromptAdapter(sp.NAME, sp.SoftPromptConfig(n_virtual=n), task.with_examples([]),
-                                resolve("default", task),
-                                prompt_embeddings=torch.randn(n, 32, generator=g),
+                                resolve("default", task), prompt_embeddings=vectors,
                                 peft_config=sp.peft_config(backend, n))
 
 
 def prefix(backend, task: Task, n: int, seed: int):
     from tailorlm.methods import prefix as pf
+    from tailorlm.methods.virtual_prefix import model_dims
 
+    d = model_dims(backend.model)
     g = torch.Generator().manual_seed(seed)
+    values = torch.randn(n, 2 * d["layers"] * d["kv_heads"] * d["head_dim"], generator=g)
     return pf.PrefixAdapter(pf.NAME, pf.PrefixConfig(n_virtual=n), task.with_examples([]),
-                            resolve("default", task),
-                            prefix=torch.randn(n, 2 * 2 * 2 * 8, generator=g),
+                            resolve("default", task), prefix=values,
                             peft_config=pf.peft_config(backend, n))
 
 
-def lora(backend, task: Task, r: int, seed: int, modules=LORA_MODULES):
+def lora(backend, task: Task, r: int, seed: int, modules=LORA_MODULES, std: float = 0.3):
     from tailorlm.methods import lora as lo
 
     cfg = lo.LoraConfig(r=r, alpha=2 * r, target_modules=list(modules))
@@ -68,7 +72,7 @@ def lora(backend, task: Task, r: int, seed: int, modules=LORA_MODULES):
         with torch.no_grad():
             for name, p in model.named_parameters():
                 if "lora_B" in name:
-                    p.normal_(0, 0.3)
+                    p.normal_(0, std)
     return lo.LoraAdapter(lo.NAME, cfg, task.with_examples([]), resolve("default", task),
                           identity=backend.identity, peft_model=model.eval(),
                           base_id=id(backend.model))
