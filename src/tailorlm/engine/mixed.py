@@ -336,12 +336,13 @@ class BatchEngine:
 
     def _groups(self, reqs, rows: list[Row]):
         """(model, request indices) per model: the base's view (every adapter that is not a
-        full fine-tune), then each full fine-tune's own; indices sorted by own length."""
+        full fine-tune), then each full fine-tune's own; indices sorted by LoRA slot (each
+        adapter's rows one run: mixed_lora.py), then by own length (less padding)."""
         groups: dict[int, tuple[torch.nn.Module, list[int]]] = {}
         for i, req in enumerate(reqs):
             model = self._model(req.adapter)
             groups.setdefault(id(model), (model, []))[1].append(i)
-        return [(model, sorted(idx, key=lambda i: len(rows[i].own)))
+        return [(model, sorted(idx, key=lambda i: (rows[i].slot, len(rows[i].own))))
                 for model, idx in groups.values()]
 
     def _model(self, served: Served) -> torch.nn.Module:

@@ -10,10 +10,13 @@ and before each forward the engine says which slot each row uses (`LoraBanks.use
 
     y[b] = W x[b] + scale[i_b] * B_bank[i_b] (A_bank[i_b] x[b])        i_b: row b's slot
 
-The gather A_bank[i] is vLLM's BGMV reference (`einsum("td,tld->tl", x, loras[idxs])`) done per
-row with batched matmuls; rows of slot 0 (no LoRA: text prompts, soft prompts, the base) are left
-out of the low-rank product. Ranks differ between adapters: each is zero-padded to r_max, which
-adds exact zeros. A module an adapter does not adapt keeps zeros in its slot.
+The engine orders a batch's rows by slot, so each adapter's rows are one contiguous run (a
+segment, as in Punica's SGMV): its low-rank product is two small matmuls on a slice of x, added in
+place to the same slice of y, with no per-row gather of A and B (vLLM's BGMV reference,
+`einsum("td,tld->tl", x, loras[idxs])`, computes the same sum row by row; gathering copies of
+A_bank[i] per row cost more than the matmuls here). Rows of slot 0 (no LoRA: text prompts, soft
+prompts, the base) are left out. Ranks differ between adapters: the banks are zero-padded to
+r_max, and each slot's product uses its own rank's rows only (a view, no copy).
 """
 
 from __future__ import annotations
@@ -38,17 +41,19 @@ class LoraBanks:
         self.view = shallow_view(base).eval()
         self.layers: dict[str, BankedLinear] = {}
         self.used = [True]  # slot 0: no LoRA, always "used"
-        self.rows: torch.Tensor | None = None  # (b,) slots of the rows that have one
-        self.active: torch.Tensor | None = None  # (b,) indices of those rows in the batch
+        self.ranks = [0]  # each slot's own rank
+        self.segments: list[tuple[int, int, int]] = []  # (slot, first row, end row) runs
 
     def add(self, tensors: dict[str, tuple[torch.Tensor, torch.Tensor, float]]) -> int:
         """Put an adapter's factors into a free slot (a new one if none); returns the slot."""
         slot = next((i for i, used in enumerate(self.used) if not used), len(self.used))
         if slot == len(self.used):
             self.used.append(True)
+            self.ranks.append(0)
             for layer in self.layers.values():
                 layer.grow(slot + 1)
         self.used[slot] = True
+        self.ranks[slot] = max(A.shape[0] for A, _, _ in tensors.values())
         for name, (A, B, scale) in tensors.items():
             self._layer(name).set(slot, A, B, scale)
         return slot
@@ -61,13 +66,18 @@ class LoraBanks:
         self.used[slot] = False
 
     def use(self, slots: list[int] | torch.Tensor) -> None:
-        """The slot of each row of the next forward passes."""
-        slots = torch.as_tensor(slots, dtype=torch.long)
-        active = torch.nonzero(slots, as_tuple=True)[0]
-        if not len(active) or not self.layers:
-            self.rows = self.active = None
-        else:
-            self.rows, self.active = slots[active], active
+        """The slot of each row of the next forward passes (rows of a slot best adjacent)."""
+        slots = [int(s) for s in slots]
+        self.segments = []
+        if not self.layers:
+            return
+        for b, slot in enumerate(slots):
+            if not slot:
+                continue
+            if self.segments and self.segments[-1][0] == slot and self.segments[-1][2] == b:
+                self.segments[-1] = (slot, self.segments[-1][1], b + 1)
+            else:
+                self.segments.append((slot, b, b + 1))
 
     def nbytes_per_slot(self) -> int:
         return sum(layer.slot_bytes() for layer in self.layers.values())
@@ -95,6 +105,7 @@ class BankedLinear(torch.nn.Module):
         self.A = torch.zeros((slots, 0, base.in_features), dtype=w.dtype, device=w.device)
         self.B = torch.zeros((slots, base.out_features, 0), dtype=w.dtype, device=w.device)
         self.scale = torch.zeros(slots, dtype=w.dtype, device=w.device)
+        self.slots: set[int] = set()  # the slots that adapt this layer
 
     def grow(self, slots: int) -> None:
         extra = slots - self.A.shape[0]
@@ -113,11 +124,13 @@ class BankedLinear(torch.nn.Module):
         self.A[slot, :r] = A.to(self.A.dtype)
         self.B[slot, :, :r] = B.to(self.B.dtype)
         self.scale[slot] = scale
+        self.slots.add(slot)
 
     def clear(self, slot: int) -> None:
         self.A[slot].zero_()
         self.B[slot].zero_()
         self.scale[slot] = 0
+        self.slots.discard(slot)
 
     def slot_bytes(self) -> int:
         return (self.A[0].numel() + self.B[0].numel()) * self.A.element_size()
@@ -125,13 +138,12 @@ class BankedLinear(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
         banks = self._banks[0]
-        if banks.rows is None:
-            return y
-        rows, active = banks.rows, banks.active
-        xs = x[active] if len(active) != x.shape[0] else x  # (b, T, in)
-        low = torch.bmm(xs.reshape(len(active), -1, xs.shape[-1]), self.A[rows].transpose(1, 2))
-        delta = torch.bmm(low, self.B[rows].transpose(1, 2)) * self.scale[rows][:, None, None]
-        delta = delta.reshape(*xs.shape[:-1], delta.shape[-1])
-        if len(active) == x.shape[0]:
-            return y + delta
-        return y.index_add(0, active, delta)
+        for slot, start, end in banks.segments:
+            if slot not in self.slots:
+                continue
+            r = banks.ranks[slot]
+            xs = x[start:end].reshape(-1, x.shape[-1])  # (n*T, in): a view, rows are contiguous
+            low = xs @ self.A[slot, :r].t()  # (n*T, r)
+            y[start:end].view(-1, y.shape[-1]).addmm_(low, self.B[slot, :, :r].t(),
+                                                      alpha=float(self.scale[slot]))
+        return y
