@@ -12,6 +12,10 @@ instead of mixing). Every configuration is timed `--repeats` times after one war
 shared prefixes' caches are filled, as on a running server); the best time is reported.
 
     TAILORLM_DATASETS=/work/shared/datasets .venv/bin/python bench/mixed_batch.py [--rows 32]
+        [--repeats 3] [--threads 1]
+
+On a shared 2-core machine, 2 threads measure mostly how long each of thousands of small ops
+waits for the other core; --threads 1 compares the work itself.
 """
 
 from __future__ import annotations
@@ -75,8 +79,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: every core)")
     args = ap.parse_args()
     be = backend()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     train, dev = task("sst2", "dev", args.rows)
     engine = BatchEngine(be, max_batch=args.rows)
     served = {name: engine.add(a, name) for name, a in adapters(be, train).items()}

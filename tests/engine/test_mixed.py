@@ -261,3 +261,41 @@ def test_temperature_zero_is_greedy_and_rows_leave_as_they_finish(gen):
     a, b = engine.generate([short, long])
     assert a.completion_tokens == 1 and b.tokens[:1] == a.tokens
     assert b.completion_tokens == 8 or b.finish_reason == "stop"
+
+
+def test_rows_join_a_running_batch_and_equal_alone(gen):
+    backend, engine, _, served = gen  # engine.max_batch == 4
+    kinds = list(served.values())
+    reqs = [GenerateRequest(kinds[i % len(kinds)], text=t, max_tokens=2 + 3 * (i % 3),
+                            temperature=0, echo=(i == 4), logprobs=1)
+            for i, t in enumerate(["the cat", "a dog ran in the park", "great film", "the mat",
+                                   "I hated it", "a bad film", "four"])]
+    alone = [engine.generate([r])[0] for r in reqs]
+    late = [GenerateRequest(served["lora"], text="the park", max_tokens=5, temperature=0),
+            GenerateRequest(engine.base_served, prompt="two plus", max_tokens=3, temperature=0,
+                            echo=True)]
+    late_alone = [engine.generate([r])[0] for r in late]
+    finished, asked = [], []
+    for r in reqs + late:
+        r.on_done = lambda result, r=r: finished.append(r)
+
+    handed = []  # the room left when each late request was handed over
+
+    def admit(room):
+        asked.append(room)
+        if len(asked) in (2, 3) and late:
+            handed.append(room)
+            return [late.pop(0)]
+        return []
+
+    got = engine.generate(reqs, admit=admit)
+    assert len(got) == len(reqs) + 2 and len(finished) == len(reqs) + 2
+    for a, b in zip(got, alone + late_alone):
+        assert (a.text, a.tokens, a.finish_reason) == (b.text, b.tokens, b.finish_reason)
+        np.testing.assert_allclose(a.token_logprobs, b.token_logprobs, atol=1e-4)
+        if b.prompt_token_logprobs is not None:
+            np.testing.assert_allclose(a.prompt_token_logprobs[1:], b.prompt_token_logprobs[1:],
+                                       atol=1e-4)
+    assert len(handed) == 2 and all(room < engine.max_batch for room in handed)  # joined a
+    # running batch
+    assert finished.index(reqs[0]) < finished.index(reqs[2])  # 2 tokens before 8: left first

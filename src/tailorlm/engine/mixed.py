@@ -23,9 +23,10 @@ P_row, P_row+1, ... (engine/mixed_batch.py), so each row computes what it would 
 `tailor eval` computes: classification takes the adapter's adjusted scores' arg-max (contextual
 calibration included) over log p(label words | prompt) summed over the label's tokens.
 
-Generation rows leave the batch as they finish (their cache rows are dropped). A call is one
-batch: requests that arrive while it runs join the next call (the server's next batch), not the
-running decode loop. Both calls are synchronous; the caller runs one at a time (one thread).
+Generation rows leave the batch as they finish (their cache rows are dropped), and new rows join
+at any decoding step (engine/mixed_generate.py: continuous batching): the rest of a call's rows
+beyond `max_batch`, and what `generate(..., admit=...)` hands over while it runs (a server's
+queue). Both calls are synchronous; the caller runs one at a time (one thread).
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ from transformers import DynamicCache
 
 from tailorlm.data.task import Example
 from tailorlm.engine.generate import _eos_ids
-from tailorlm.engine.mixed_batch import Row, label_logprobs, prefill
-from tailorlm.engine.mixed_decode import RowDecoder, prompt_logprobs
+from tailorlm.engine.mixed_batch import Row, label_logprobs
+from tailorlm.engine.mixed_decode import RowDecoder
+from tailorlm.engine.mixed_generate import DecodeLoop, Job, mergeable
 from tailorlm.engine.mixed_lora import LoraBanks
 from tailorlm.engine.prompt import Prompt, encode_prompt
 from tailorlm.engine.scoring import MAX_TREE_POSITIONS, LabelTree
@@ -80,6 +82,7 @@ class GenerateRequest:
     on_token: Callable[[str], None] | None = None  # streaming: each new text piece
     cancelled: Callable[[], bool] | None = None  # client went away: stop this row
     variant: str | None = None  # a hybrid's variant; None: the fallback
+    on_done: Callable[["GenerateResult"], None] | None = None  # its result, once finished
 
 
 @dataclass
@@ -139,6 +142,7 @@ class BatchEngine:
         self.base, self.max_batch = base, max_batch
         self.banks = LoraBanks(base.model)
         self.pad_id = base.tokenizer.pad_token_id or 0
+        self._eos_cache: dict[int, set[int]] = {}
         self.base_served = Served(base.name, "base", "generation", None, {},
                                   {None: Side(base_parts())})
 
@@ -226,78 +230,90 @@ class BatchEngine:
 
     # -- generation --------------------------------------------------------------------------
     @torch.inference_mode()
-    def generate(self, reqs: list[GenerateRequest]) -> list[GenerateResult]:
-        rows, decoders, prompts = [], [], []
-        for req in reqs:
-            side = req.adapter.side(req.variant)
-            if req.text is not None:
-                prompt = side.parts.prompt(Example(input=req.text, target=""))
-            else:
-                prompt = Prompt("", req.prompt or "")
-            shared, own = self._encode(prompt)
-            if req.echo:  # every prompt token's log-probability: no shared cache for the text
-                shared, own = [], shared + own
-            rows.append(self._row(req.adapter, side, shared, own))
-            prompts.append(shared + own)
-            decoders.append(RowDecoder(req, self.base.tokenizer, set(),
-                                       tuple(req.stop) + side.parts.stop))
-        results: list[GenerateResult | None] = [None] * len(reqs)
-        for model, idx in self._groups(reqs, rows):
-            eos = _eos_ids(self.base.with_model(model))
-            for echo in (False, True):
-                todo = [i for i in idx if reqs[i].echo == echo
-                        and (echo or reqs[i].max_tokens > 0)]
-                for start in range(0, len(todo), self.max_batch):
-                    batch = todo[start:start + self.max_batch]
-                    for i in batch:
-                        decoders[i].eos = eos
-                    self._decode(model, [rows[i] for i in batch], [decoders[i] for i in batch],
-                                 [prompts[i] for i in batch], echo)
-        for i, (req, row, d) in enumerate(zip(reqs, rows, decoders)):
-            if d.finish is None:
-                d.finish = "length"  # max_tokens 0
-            results[i] = GenerateResult(
-                text=d.text, finish_reason=d.finish,
-                prompt_tokens=row.n_prefix + len(row.own), completion_tokens=d.n,
-                tokens=d.tokens, token_logprobs=d.token_logprobs, top_logprobs=d.top,
-                prompt_token_strs=[self.base.tokenizer.decode([t]) for t in prompts[i]]
-                if req.echo else None,
-                prompt_token_logprobs=getattr(d, "prompt_logprobs", None) if req.echo else None)
-        return results
+    def generate(self, reqs: list[GenerateRequest], *,
+                 admit: Callable[[int], list[GenerateRequest]] | None = None
+                 ) -> list[GenerateResult]:
+        """Decode every request; results in order (then those `admit` handed over).
 
-    def _decode(self, model, rows: list[Row], decoders: list[RowDecoder], prompts, echo) -> None:
-        banks = self._banks_for(model)
-        out, mask, positions = prefill(model, rows, self.pad_id, banks, all_logits=echo)
-        if echo:
-            T = out.logits.shape[1]
-            for b, (row, d) in enumerate(zip(rows, decoders)):
-                d.prompt_logprobs = prompt_logprobs(out.logits[b, T - len(row.own):], row.own)
-        logits, cache = out.logits[:, -1], out.cache
-        next_pos = positions[:, -1:] + 1
-        slots = torch.tensor([r.slot for r in rows])
-        alive = list(range(len(rows)))
-        while True:
-            for j, b in enumerate(alive):
-                d = decoders[b]
-                if d.req.max_tokens <= 0:
-                    d.end("length")
-                elif not d.poll_cancelled():
-                    d.step(logits[j])
-            keep = [j for j, b in enumerate(alive) if not decoders[b].done]
-            if not keep:
-                return
-            if len(keep) < len(alive):  # finished rows leave the batch and the cache
-                sel = torch.tensor(keep, device=mask.device)
-                cache.batch_select_indices(sel)
-                mask, next_pos = mask[sel], next_pos[sel]
-                alive = [alive[j] for j in keep]
-            ids = torch.tensor([decoders[b].picked[-1] for b in alive], device=mask.device)
-            if banks is not None:
-                banks.use(slots[alive])
-            mask = torch.cat([mask, torch.ones_like(next_pos)], dim=1)
-            out = model(input_ids=ids[:, None], attention_mask=mask, position_ids=next_pos,
-                        cache=cache, use_cache=True, logits_to_keep=1)
-            logits, cache, next_pos = out.logits[:, -1], out.cache, next_pos + 1
+        `admit(room)`, if given, is asked before every decoding step for up to `room` more
+        requests, which join the running batch at that step (continuous batching); requests for
+        another model (a full fine-tune) run after it, in this call. A request's `on_done`
+        gets its result as soon as it finishes, before the call returns.
+        """
+        jobs = [self._job(req) for req in reqs]
+        everything, queue = list(jobs), []
+        for job in jobs:
+            if job.req.max_tokens <= 0 and not job.req.echo:
+                self._finish(job)  # nothing to compute
+            else:
+                queue.append(job)
+
+        def take(n: int, model) -> list[Job]:
+            """Up to n waiting jobs for `model`: this call's own first, then admitted ones."""
+            mine = [job for job in queue if job.model is model][:n]
+            for job in mine:
+                queue.remove(job)
+            if admit is not None and len(mine) < n:
+                for req in admit(n - len(mine)):
+                    job = self._job(req)
+                    everything.append(job)
+                    if job.req.max_tokens <= 0 and not job.req.echo:
+                        self._finish(job)
+                    elif job.model is model:
+                        mine.append(job)
+                    else:
+                        queue.append(job)
+            return mine
+
+        while queue:
+            model = queue[0].model
+            queue.sort(key=lambda job: (job.row.slot, len(job.row.own)))
+            loop = DecodeLoop(model, self._banks_for(model), self.pad_id, self.max_batch,
+                              self._finish)
+            if mergeable(model):
+                loop.run(take(self.max_batch, model), lambda n: take(n, model))
+            else:  # one batch at a time, echo rows apart: its caches cannot be merged
+                first = take(self.max_batch, model)
+                for echo in (False, True):
+                    part = [job for job in first if bool(job.req.echo) == echo]
+                    if part:
+                        DecodeLoop(model, self._banks_for(model), self.pad_id, self.max_batch,
+                                   self._finish).run(part)
+        return [job.result for job in everything]
+
+    def _job(self, req: GenerateRequest) -> Job:
+        side = req.adapter.side(req.variant)
+        if req.text is not None:
+            prompt = side.parts.prompt(Example(input=req.text, target=""))
+        else:
+            prompt = Prompt("", req.prompt or "")
+        shared, own = self._encode(prompt)
+        if req.echo:  # every prompt token's log-probability: no shared cache for the text
+            shared, own = [], shared + own
+        model = self._model(req.adapter)
+        decoder = RowDecoder(req, self.base.tokenizer, self._eos(model),
+                             tuple(req.stop) + side.parts.stop)
+        return Job(req, self._row(req.adapter, side, shared, own), decoder, shared + own, model)
+
+    def _finish(self, job: Job) -> None:
+        d, req = job.decoder, job.req
+        if d.finish is None:
+            d.finish = "length"  # max_tokens 0
+        job.result = GenerateResult(
+            text=d.text, finish_reason=d.finish,
+            prompt_tokens=job.row.n_prefix + len(job.row.own), completion_tokens=d.n,
+            tokens=d.tokens, token_logprobs=d.token_logprobs, top_logprobs=d.top,
+            prompt_token_strs=[self.base.tokenizer.decode([t]) for t in job.prompt_ids]
+            if req.echo else None,
+            prompt_token_logprobs=job.prompt_logprobs if req.echo else None)
+        if req.on_done is not None:
+            req.on_done(job.result)
+
+    def _eos(self, model) -> set[int]:
+        key = id(model)
+        if key not in self._eos_cache:
+            self._eos_cache[key] = _eos_ids(self.base.with_model(model))
+        return self._eos_cache[key]
 
     # -- shared pieces -----------------------------------------------------------------------
     def _encode(self, prompt: Prompt) -> tuple[list[int], list[int]]:
