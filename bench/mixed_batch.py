@@ -8,8 +8,9 @@
 made from their methods' own initial values (label words' embeddings / key/values; LoRA with a
 small random B): throughput does not depend on training. Compared with the same 32 rows all on
 one adapter of each kind, and with the same rows sent per adapter (8 calls of 4 rows: grouping
-instead of mixing). Every configuration is timed `--repeats` times after one warm-up call (the
-shared prefixes' caches are filled, as on a running server); the best time is reported.
+instead of mixing). Every configuration is timed `--repeats` times, round-robin, after one
+warm-up call (the shared prefixes' caches are filled, as on a running server); the best time is
+reported.
 
     TAILORLM_DATASETS=/work/shared/datasets .venv/bin/python bench/mixed_batch.py [--rows 32]
         [--repeats 3] [--threads 1]
@@ -65,14 +66,19 @@ def adapters(be, train):
     return out
 
 
-def best_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up: fills the prefix caches
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def best_seconds(configs: dict, repeats: int) -> dict[str, float]:
+    """The best of `repeats` timings of each config, taken round-robin (config 1, 2, ..., 1, 2,
+    ...) so that a busy spell on a shared machine slows every config alike; one warm-up call each
+    first (it fills the prefix caches)."""
+    for fn in configs.values():
         fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    times = {name: [] for name in configs}
+    for _ in range(repeats):
+        for name, fn in configs.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: min(t) for name, t in times.items()}
 
 
 def main() -> None:
@@ -90,15 +96,14 @@ def main() -> None:
     names = list(served)
     texts = [e.input for e in dev.examples]
     mixed = [ClassifyRequest(served[names[i % len(names)]], t) for i, t in enumerate(texts)]
-    results = {}
-    results["mixed (8 adapters, one call)"] = best_seconds(lambda: engine.classify(mixed),
-                                                          args.repeats)
     by_adapter = {name: [r for r in mixed if r.adapter is served[name]] for name in names}
-    results["grouped (8 calls of 4 rows)"] = best_seconds(
-        lambda: [engine.classify(reqs) for reqs in by_adapter.values()], args.repeats)
+    configs = {"mixed (8 adapters, one call)": lambda: engine.classify(mixed),
+               "grouped (8 calls of 4 rows)": lambda: [engine.classify(reqs)
+                                                       for reqs in by_adapter.values()]}
     for name in names:
         one = [ClassifyRequest(served[name], t) for t in texts]
-        results[f"one adapter: {name}"] = best_seconds(lambda: engine.classify(one), args.repeats)
+        configs[f"one adapter: {name}"] = lambda one=one: engine.classify(one)
+    results = best_seconds(configs, args.repeats)
     singles = [v for k, v in results.items() if k.startswith("one adapter")]
     mean_single = sum(singles) / len(singles)
     print(f"threads={torch.get_num_threads()} rows={len(texts)} repeats={args.repeats}")

@@ -12,7 +12,7 @@ What an adapter adds is read once at load (methods/served.py), and one forward p
                                 through the model once at load, through the LoRA-adapted model for
                                 a lora+soft_prompt hybrid; a prefix's are its parameters)
     LoRA                        a per-row slot in the banks of a view of the base (engine/
-                                mixed_lora.py: y = W x + s_i B_i A_i x, BGMV-style)
+                                mixed_lora.py: y = W x + s_i B_i A_i x per row)
     hybrids                     a LoRA slot and a per-row prefix, per variant
     full fine-tunes             their own model: batched among their own requests
 
@@ -50,6 +50,9 @@ from tailorlm.engine.scoring import MAX_TREE_POSITIONS, LabelTree
 from tailorlm.models.backend import LocalBackend
 
 PREFIXES_PER_SIDE = 8  # shared-text caches kept per adapter side (few-shot's demos: one each)
+# Prefix positions a classification batch may pad in all before it is cut in two: on SmolLM2 on
+# CPU a padded position costs a row about a tenth of a token, a forward pass tens of ms.
+PAD_BUDGET = 1024
 
 
 @dataclass
@@ -132,6 +135,8 @@ class Served:
         return total
 
     def side(self, variant: str | None) -> Side:
+        if not self.sides:
+            raise ValueError(f"{self.name} was unloaded; load it again to use it")
         return self.sides.get(variant, self.sides[None])
 
 
@@ -201,18 +206,28 @@ class BatchEngine:
             meta.append((served, side))
         results: list[ClassifyResult | None] = [None] * len(reqs)
         for model, idx in self._groups(reqs, rows):
-            batch, nodes = [], 0  # nodes: the largest label trie in the batch
-            for i in idx:
-                n_i = len(meta[i][1].tree.tokens)
-                if batch and (len(batch) >= self.max_batch
-                              or (len(batch) + 1) * max(nodes, n_i) > MAX_TREE_POSITIONS):
-                    self._classify_batch(model, rows, meta, batch, results)
-                    batch, nodes = [], 0
-                batch.append(i)
-                nodes = max(nodes, n_i)
-            if batch:
+            for batch in self._batches(idx, rows, [len(side.tree.tokens) for _, side in meta]):
                 self._classify_batch(model, rows, meta, batch, results)
         return results
+
+    def _batches(self, idx: list[int], rows: list[Row], nodes: list[int]):
+        """Batches of at most max_batch rows, in order of prefix length, cut where the rows'
+        label tries would pass MAX_TREE_POSITIONS, or where one more row would pad the shorter
+        prefixes by more than PAD_BUDGET positions in all (a few-shot adapter's long prefix
+        among short ones: padding every row to it cost as much as every row reading it); each
+        batch's rows ordered by LoRA slot (one run per adapter: mixed_lora.py)."""
+        batch: list[int] = []
+        for i in sorted(idx, key=lambda i: (rows[i].n_prefix, rows[i].slot, len(rows[i].own))):
+            grown = batch + [i]
+            longest = max(rows[j].n_prefix for j in grown)
+            padding = sum(longest - rows[j].n_prefix for j in grown)
+            if batch and (len(batch) >= self.max_batch or padding > PAD_BUDGET
+                          or len(grown) * max(nodes[j] for j in grown) > MAX_TREE_POSITIONS):
+                yield sorted(batch, key=lambda j: (rows[j].slot, len(rows[j].own)))
+                grown = [i]
+            batch = grown
+        if batch:
+            yield sorted(batch, key=lambda j: (rows[j].slot, len(rows[j].own)))
 
     def _classify_batch(self, model, all_rows, all_meta, idx, results) -> None:
         rows, meta = [all_rows[i] for i in idx], [all_meta[i] for i in idx]

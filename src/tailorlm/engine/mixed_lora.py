@@ -1,4 +1,4 @@
-"""Many LoRA adapters over one base model, each row of a batch with its own (BGMV-style).
+"""Many LoRA adapters over one base model, each row of a batch with its own (per-row slots).
 
 Every adapted nn.Linear W of a *view* of the base (a copy of the module tree whose parameters are
 the base's own tensors: no weight is copied) is wrapped by a BankedLinear that holds the
