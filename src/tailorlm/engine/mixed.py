@@ -50,9 +50,11 @@ from tailorlm.engine.scoring import MAX_TREE_POSITIONS, LabelTree
 from tailorlm.models.backend import LocalBackend
 
 PREFIXES_PER_SIDE = 8  # shared-text caches kept per adapter side (few-shot's demos: one each)
-# Prefix positions a classification batch may pad in all before it is cut in two: on SmolLM2 on
-# CPU a padded position costs a row about a tenth of a token, a forward pass tens of ms.
-PAD_BUDGET = 1024
+# What a classification batch may waste on padding before it is cut, in tokens of compute: on
+# SmolLM2 on CPU one forward pass costs about as much as a few tokens, and a padded prefix
+# position about a tenth of a token (measured with bench/mixed_batch.py).
+PAD_BUDGET = 64
+PAST_COST = 0.1
 
 
 @dataclass
@@ -211,16 +213,23 @@ class BatchEngine:
         return results
 
     def _batches(self, idx: list[int], rows: list[Row], nodes: list[int]):
-        """Batches of at most max_batch rows, in order of prefix length, cut where the rows'
-        label tries would pass MAX_TREE_POSITIONS, or where one more row would pad the shorter
-        prefixes by more than PAD_BUDGET positions in all (a few-shot adapter's long prefix
-        among short ones: padding every row to it cost as much as every row reading it); each
-        batch's rows ordered by LoRA slot (one run per adapter: mixed_lora.py)."""
+        """Batches of at most max_batch rows, cut where one more row would make the batch pad
+        more than PAD_BUDGET token-equivalents in all, or its label tries pass
+        MAX_TREE_POSITIONS. A row padded to the batch's longest own ids computes every padded
+        token; padded to its longest prefix, PAST_COST of a token per position (a few-shot
+        adapter's long prefix among short ones: padding every row to it cost as much as every
+        row reading it). Rows go in order of that cost; each batch's rows then by LoRA slot (one
+        run per adapter: mixed_lora.py)."""
+        def cost(j):
+            return len(rows[j].own) + PAST_COST * rows[j].n_prefix
+
         batch: list[int] = []
-        for i in sorted(idx, key=lambda i: (rows[i].n_prefix, rows[i].slot, len(rows[i].own))):
+        for i in sorted(idx, key=cost):
             grown = batch + [i]
-            longest = max(rows[j].n_prefix for j in grown)
-            padding = sum(longest - rows[j].n_prefix for j in grown)
+            T = max(len(rows[j].own) for j in grown)
+            P = max(rows[j].n_prefix for j in grown)
+            padding = sum(T - len(rows[j].own) + PAST_COST * (P - rows[j].n_prefix)
+                          for j in grown)
             if batch and (len(batch) >= self.max_batch or padding > PAD_BUDGET
                           or len(grown) * max(nodes[j] for j in grown) > MAX_TREE_POSITIONS):
                 yield sorted(batch, key=lambda j: (rows[j].slot, len(rows[j].own)))
