@@ -150,6 +150,10 @@ def test_lora_adds_only_its_factors_and_never_copies_the_base(task, tmp_path):
     assert {p.data_ptr() for p in view.parameters()} == base_ptrs  # the same tensors
     assert sum(p.nbytes for p in view.parameters()) == base_bytes
     assert not any("Banked" in type(m).__name__ for m in backend.model.modules())  # untouched
+    per_layer = [(layer.A.shape, layer.B.shape) for layer in engine.banks.layers.values()]
+    assert all(a[:2] == (4, 8) and b[0] == 4 and b[2] == 8 for a, b in per_layer)  # 3 + slot 0
+    assert engine.banks.nbytes == sum(layer.A.nbytes + layer.B.nbytes
+                                      for layer in engine.banks.layers.values())
     slot = loaded[1].slot
     engine.unload(loaded[1])
     again = engine.load(tmp_path / "lora1", "again")  # a freed slot is reused

@@ -79,8 +79,11 @@ class LoraBanks:
             else:
                 self.segments.append((slot, b, b + 1))
 
-    def nbytes_per_slot(self) -> int:
-        return sum(layer.slot_bytes() for layer in self.layers.values())
+    @property
+    def nbytes(self) -> int:
+        """What the banks hold in all: every slot (free ones too) at the largest rank per layer,
+        so mixing ranks costs padding (a rank-2 adapter beside a rank-16 one is held at 16)."""
+        return sum(layer.A.nbytes + layer.B.nbytes for layer in self.layers.values())
 
     def _layer(self, name: str) -> BankedLinear:
         if name not in self.layers:
@@ -131,9 +134,6 @@ class BankedLinear(torch.nn.Module):
         self.B[slot].zero_()
         self.scale[slot] = 0
         self.slots.discard(slot)
-
-    def slot_bytes(self) -> int:
-        return (self.A[0].numel() + self.B[0].numel()) * self.A.element_size()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
