@@ -55,6 +55,7 @@ PREFIXES_PER_SIDE = 8  # shared-text caches kept per adapter side (few-shot's de
 # position about a tenth of a token (measured with bench/mixed_batch.py).
 PAD_BUDGET = 64
 PAST_COST = 0.1
+PREFIX_BUCKET = 64
 
 
 @dataclass
@@ -218,13 +219,13 @@ class BatchEngine:
         MAX_TREE_POSITIONS. A row padded to the batch's longest own ids computes every padded
         token; padded to its longest prefix, PAST_COST of a token per position (a few-shot
         adapter's long prefix among short ones: padding every row to it cost as much as every
-        row reading it). Rows go in order of that cost; each batch's rows then by LoRA slot (one
-        run per adapter: mixed_lora.py)."""
-        def cost(j):
-            return len(rows[j].own) + PAST_COST * rows[j].n_prefix
+        row read it). Rows go in order of prefix length (in buckets of PREFIX_BUCKET positions),
+        then of own length; each batch's rows then by LoRA slot (one run per adapter)."""
+        def order(j):
+            return rows[j].n_prefix // PREFIX_BUCKET, len(rows[j].own)
 
         batch: list[int] = []
-        for i in sorted(idx, key=cost):
+        for i in sorted(idx, key=order):
             grown = batch + [i]
             T = max(len(rows[j].own) for j in grown)
             P = max(rows[j].n_prefix for j in grown)
