@@ -87,7 +87,8 @@ class RowDecoder:
         probs = torch.softmax(logits / self.req.temperature, dim=-1)
         if self.req.top_p < 1.0:
             sorted_p, order = torch.sort(probs, descending=True)
-            drop = sorted_p.cumsum(0) - sorted_p >= self.req.top_p  # the first always stays
+            drop = sorted_p.cumsum(0) - sorted_p >= self.req.top_p
+            drop[0] = False  # the most likely token always stays
             probs = torch.zeros_like(probs).scatter_(0, order, sorted_p.masked_fill(drop, 0.0))
         return int(torch.multinomial(probs, 1, generator=self.generator))
 
