@@ -20,8 +20,8 @@ from pathlib import Path
 
 import yaml
 
-from tailorlm.compare.budget import epochs_for, method_costs, n_shots, probe, remote_probe, \
-    run_seconds, size_plan
+from tailorlm.compare.budget import epochs_for, learning_options, method_costs, n_shots, probe, \
+    protocol_info, remote_probe, run_seconds, size_plan
 from tailorlm.compare.plan import TREE, Plan, check_data, check_metric, method_config
 from tailorlm.compare.runner import Run, evaluation_subset, run_comparison
 from tailorlm.data.task import Task
@@ -67,15 +67,16 @@ def plan_runs(plan: Plan, train: Task, sizing: dict, p) -> list[Run]:
     k, seeds = sizing["k"], plan.seeds
     main, extra, curve = [], [], []
     for entry in plan.methods:
-        info = method_costs(entry.method)
+        info = {**method_costs(entry.method), **protocol_info(sizing)}
         base = method_config(plan, entry)
         for kk in [k] + [c for c in sizing["curve"] if c != k]:
             n = n_shots(train, kk)
             config = dict(base)
             if t["train"]["epochs"] == "auto" and _trains(info):
                 config.setdefault("epochs", epochs_for(n, sizing.get("lean_epochs", False)))
-            if sizing.get("lr_search") and _trains(info):
-                config.setdefault("lr_factors", sizing["lr_factors"])
+            if _trains(info):
+                for key, value in learning_options(sizing).items():
+                    config.setdefault(key, value)
             for j, seed in enumerate(seeds if kk == k else seeds[:1]):
                 first = kk == k and j == 0
                 sens = sizing["sensitivity"] if first else 0
@@ -114,7 +115,8 @@ def _recorded_sizing(plan: Plan, out: Path) -> dict | None:
     if not all(key in sizes for key in ("k", "curve", "max_test", "sensitivity")):
         return None
     return {**{key: sizes[key] for key in ("k", "curve", "max_test", "sensitivity")},
-            **{key: sizes[key] for key in ("lr_search", "lr_factors", "lean_epochs")
+            **{key: sizes[key] for key in ("lr_search", "lr_factors", "lean_epochs", "refit",
+                                             "protocol", "gives_up")
                if key in sizes},
             "estimate_seconds": sizes.get("estimate_seconds", 0.0),
             "notes": [f"continuing the comparison in {out} with its recorded sizes"]}

@@ -4,7 +4,8 @@
     model: smollm2-135m              # or URL#NAME: an OpenAI-compatible endpoint (api: below)
     seeds: 3                         # a count (0, 1, 2) or a list
     budget_minutes: 30               # auto values are sized to it; the runner keeps to it
-    train: {k: auto, curve: auto, epochs: auto}   # shared by every method that has the option
+    train: {k: auto, curve: auto, epochs: auto, lr_search: auto, refit: auto}   # shared by every
+                                     # method that has the option; auto: sized to the budget
     eval: {max_test: auto, sensitivity: auto, metric: null, tie_level: 0.95}
     costs: {cpu_hour_usd: 0.10, ...} # prices for the cost projection (defaults: COSTS)
     methods:
@@ -61,12 +62,16 @@ COSTS = {"cpu_hour_usd": 0.10, "gpu_hour_usd": 2.50,
 
 DATA_KEYS = ("train", "test", "val", "text_field", "label_field", "input_field", "target_field",
              "kind", "description", "verbalizer", "variant_field")
-SHARED = {"train": ("epochs", "batch_size"), "data": ("variant_field",)}  # -> methods' options
+SHARED = {"train": ("epochs", "batch_size", "refit"),
+          "data": ("variant_field",)}  # -> methods' options
 TREE = {  # every key a plan may hold, and its default
     "task": None, "data": {k: None for k in DATA_KEYS}, "model": "smollm2-135m",
     "dtype": "float32", "seeds": 3, "budget_minutes": 30,
+    # epochs: early stopping's cap; lr_search: try three lrs (auto | true | false); refit: on
+    # every row after the choice (auto | true | false); auto: where the budget allows
+    # (compare/budget.py's protocol ladder)
     "train": {"k": AUTO, "curve": AUTO, "epochs": AUTO, "batch_size": None,
-              "lr_search": AUTO},  # epochs: early stopping's cap; lr_search: auto | true | false
+              "lr_search": AUTO, "refit": AUTO},
     # tie_level: a method ties the best unless the best wins in this share of paired resamples
     "eval": {"max_test": AUTO, "sensitivity": AUTO, "train_score": True, "metric": None,
              "tie_level": 0.95},
@@ -177,9 +182,10 @@ def check(plan: Plan) -> None:
     for key in ("k", "epochs", "batch_size"):
         if t["train"][key] not in (AUTO, None):
             _positive(t["train"][key], f"train.{key}", src)
-    if t["train"]["lr_search"] not in (AUTO, True, False):
-        raise TailorError(f"{src}: train.lr_search is auto (where the budget allows), true or "
-                          f"false, not {t['train']['lr_search']!r}")
+    for key in ("lr_search", "refit"):
+        if t["train"][key] not in (AUTO, True, False):
+            raise TailorError(f"{src}: train.{key} is auto (where the budget allows), true or "
+                              f"false, not {t['train'][key]!r}")
     curve = t["train"]["curve"]
     if curve != AUTO and not (isinstance(curve, list) and all(
             isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in curve)):
