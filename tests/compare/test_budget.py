@@ -175,7 +175,9 @@ def test_the_demo_budget_buys_two_seeds_of_every_method_by_dropping_the_refit():
     plan, s = demo()
     assert (s["k"], s["seeds_fit"], s["max_test"]) == (4, 2, 140)
     assert s["protocol"] == "no refit" and not s["refit"]
-    infos = {m.method: {**method_costs(m.method), **protocol_info(s)} for m in plan.methods}
+    assert s["left_out"] == ["instruction_search"]  # it would cost the seeds' rows here
+    infos = {m.method: {**method_costs(m.method), **protocol_info(s)} for m in plan.methods
+             if m.method not in s["left_out"]}
     fixed, per_row = _totals(plan, probe, infos, train, 4, [4], s["sensitivity"], seeds=2)
     assert fixed + per_row * 140 <= 9 * 60 * SAFETY
     _, with_refit = demo("train.refit=true")
@@ -199,3 +201,42 @@ def test_plan_runs_drop_the_refit_of_learning_methods_only():
     assert runs["lora"].config["refit"] is False and "refit" not in runs["prompt_template"].config
     hybrid = get_method("lora+soft_prompt").config.from_dict(runs["lora+soft_prompt"].config)
     assert hybrid.weight.refit is False and hybrid.input.refit is False
+
+
+def test_instruction_search_joins_the_default_plan_where_it_costs_nothing_else():
+    """The default plan's extra (plan.IF_IT_FITS) is sized on top of the rest: kept where the
+    sizes stay the same, left out (and said) where it would cost seeds, k, the curve or rows;
+    a plan that lists it runs it whatever the budget."""
+    train, test = task(300), task(400)
+    probe = Probe(s_query=0.01, tok_s=600.0, row_tokens=30.0, n_labels=2)
+
+    def size(minutes, *extra):
+        plan = default_plan(["task=x", f"budget_minutes={minutes}", *extra])
+        return size_plan(plan, train, test, probe,
+                         {m.method: method_costs(m.method) for m in plan.methods})
+
+    roomy, tight = size(30), size(5)
+    assert roomy["left_out"] == [] and roomy["whole"]
+    assert tight["left_out"] == ["instruction_search"]
+    assert any("instruction_search left out" in g for g in tight["gives_up"])
+    listed = size(5, "methods=[prompt_template, lora, instruction_search]")
+    assert listed["left_out"] == []
+
+
+def test_what_the_sizing_left_out_is_not_run_and_a_rerun_keeps_it_out(tmp_path):
+    import yaml
+
+    from tailorlm.compare.bakeoff import PLAN_FILE, _recorded_sizing, plan_runs, without
+
+    plan = default_plan(["task=x"])
+    sizing = {"k": 4, "curve": [4], "max_test": 100, "sensitivity": 0, "lr_search": False,
+              "lr_factors": [1.0], "lean_epochs": True, "refit": False,
+              "left_out": ["instruction_search"], "gives_up": ["instruction_search left out"]}
+    methods = {r.method for r in plan_runs(without(plan, sizing["left_out"]), task(30), sizing,
+                                           None)}
+    assert "instruction_search" not in methods and "lora" in methods
+    (tmp_path / PLAN_FILE).write_text(yaml.safe_dump({**plan.to_dict(), "resolved": sizing}))
+    (tmp_path / "results.jsonl").write_text('{"run_key": "a", "method": "lora"}\n')
+    again = _recorded_sizing(plan, tmp_path)
+    assert again["left_out"] == ["instruction_search"] and again["refit"] is False
+    assert again["gives_up"] == sizing["gives_up"]

@@ -116,7 +116,7 @@ def _recorded_sizing(plan: Plan, out: Path) -> dict | None:
         return None
     return {**{key: sizes[key] for key in ("k", "curve", "max_test", "sensitivity")},
             **{key: sizes[key] for key in ("lr_search", "lr_factors", "lean_epochs", "refit",
-                                             "protocol", "gives_up")
+                                             "protocol", "gives_up", "left_out")
                if key in sizes},
             "estimate_seconds": sizes.get("estimate_seconds", 0.0),
             "notes": [f"continuing the comparison in {out} with its recorded sizes"]}
@@ -169,6 +169,11 @@ def duplicates(train: Task, test: Task) -> str | None:
             "scores on them measure memory, not generalisation; remove them from the test file")
 
 
+def without(plan: Plan, names: list[str]) -> Plan:
+    """The plan without the methods its sizing left out (plan.IF_IT_FITS that did not fit)."""
+    return Plan(plan.tree, [m for m in plan.methods if m.method not in names], plan.source)
+
+
 def _trains(info: dict) -> bool:
     return any(info["sides"])
 
@@ -215,7 +220,7 @@ def run_plan(plan: Plan, out: str | Path, *, on_event=None, on_note=print) -> di
                             "duplicates": warning}
     out.mkdir(parents=True, exist_ok=True)
     (out / PLAN_FILE).write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
-    runs = plan_runs(plan, train, sizing, p)
+    runs = plan_runs(without(plan, sizing.get("left_out") or []), train, sizing, p)
     if remote:
         on_note(_api_projection(backend, plan, runs, p, train))
     rows = run_comparison(backend, train, test, runs, out, metric=plan.tree["eval"]["metric"],
@@ -253,7 +258,7 @@ def _text_only(plan: Plan, backend, on_note) -> Plan:
     if dropped:
         on_note(f"plan: {', '.join(dropped)} need the model's weights: not run against "
                 f"{backend.host}")
-    return Plan(plan.tree, keep, plan.source)
+    return Plan(plan.tree, keep, plan.source, [m for m in plan.optional if m not in dropped])
 
 
 def _api_projection(backend, plan: Plan, runs: list[Run], p, train: Task) -> str:

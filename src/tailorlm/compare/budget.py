@@ -53,6 +53,11 @@ of the list above as the leanest does, and plan.yaml and the report say what it 
 
 A plan that pins `train.lr_search`, `train.epochs` or `train.refit` keeps its value on every rung.
 
+The default plan's extras (compare/plan.py IF_IT_FITS: instruction_search, whose search scores
+its seeds, rounds x edits and calibration: MethodSpec.choice_passes) join last: only where the
+rank above holds with them at the chosen rung; otherwise plan.yaml's `resolved.left_out` names
+them and the report says so.
+
 Sizes (`auto`):
     k       16, 8, 4, 2, 1 per class with k * classes <= 128 (generation: 64, 32, 16 rows)
     curve   k/4, k, 4k where the data has them (4k * classes <= 512); 4k is dropped first
@@ -313,23 +318,38 @@ def run_seconds(p: Probe, info: dict, n: int, epochs: int, n_test: int, sens_row
 def size_plan(plan, train: Task, test: Task, p: Probe, method_info: dict[str, dict]) -> dict:
     """The plan's `auto` values resolved against the data and the probe: {"k", "curve",
     "max_test", "sensitivity", "seeds_fit", "lr_search", "lr_factors", "lean_epochs", "refit",
-    "protocol", "gives_up", "estimate_seconds", "notes", "whole"}.
+    "protocol", "left_out", "gives_up", "estimate_seconds", "notes", "whole"}.
 
     Each rung of the fit protocol (`protocols`) is sized (`_size`); the plan gets the richest
     rung whose sizing ranks as high as any (`_rank`): a leaner fit only where it buys more
-    seeds, a larger k, the curve or test rows. `gives_up` says, in words, what the chosen rung
-    and sizes gave up (plan.yaml and the report show it).
+    seeds, a larger k, the curve or test rows. The default plan's extras (plan.IF_IT_FITS:
+    instruction_search) are sized on top of the rest at that rung and kept only where the rank
+    holds; else `left_out` names them. `gives_up` says, in words, what the chosen rung and sizes
+    gave up (plan.yaml and the report show it).
     """
+    optional = [m for m in plan.optional if m in method_info]
+    core = {m: info for m, info in method_info.items() if m not in optional} or method_info
     ladder = protocols(plan.tree["train"])
-    learns = any(any(info["sides"]) for info in method_info.values())
+    learns = any(any(info["sides"]) for info in core.values())
     if not learns:  # the protocol changes nothing: the plainest rung, no lr search
         ladder = [Protocol(1, False, True, "none: nothing trains")]
-    sized = [(_size(plan, train, test, p, method_info, rung), rung) for rung in ladder]
+    sized = [(_size(plan, train, test, p, core, rung), rung) for rung in ladder]
     best = max(s["rank"] for s, _ in sized)
     chosen, rung = next((s, r) for s, r in sized if s["rank"] == best)
+    left_out = []
+    if optional and core is not method_info:  # the default plan's extras join if they cost nothing
+        every = _size(plan, train, test, p, method_info, rung)
+        if every["rank"] >= chosen["rank"]:
+            chosen = every
+        else:
+            left_out = optional
     gives_up = [f"fit protocol '{rung.name}': {g}" for g in (rung.gives_up() if learns else [])]
+    gives_up += [f"{', '.join(left_out)} left out: the default plan runs it only where the "
+                 "budget holds it without giving up seeds, k, the curve, test rows or the fit "
+                 "protocol of the others"] if left_out else []
     return {**{k: v for k, v in chosen.items() if k not in ("rank", "cuts")},
-            "notes": chosen["notes"] + gives_up, "gives_up": chosen["cuts"] + gives_up}
+            "left_out": left_out, "notes": chosen["notes"] + gives_up,
+            "gives_up": chosen["cuts"] + gives_up}
 
 
 def _rank(fits: bool, whole: bool, seeds: int, n_seeds: int, k: int, curve: int,
