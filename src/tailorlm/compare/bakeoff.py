@@ -67,8 +67,8 @@ def plan_runs(plan: Plan, train: Task, sizing: dict, p) -> list[Run]:
     k, seeds = sizing["k"], plan.seeds
     main, extra, curve = [], [], []
     for entry in plan.methods:
-        info = {**method_costs(entry.method), **protocol_info(sizing)}
         base = method_config(plan, entry)
+        info = {**method_costs(entry.method, base), **protocol_info(sizing)}
         for kk in [k] + [c for c in sizing["curve"] if c != k]:
             n = n_shots(train, kk)
             config = dict(base)
@@ -198,7 +198,8 @@ def run_plan(plan: Plan, out: str | Path, *, on_event=None, on_note=print) -> di
         plan = _text_only(plan, backend, on_note)
     p = remote_probe(backend, train, test) if remote else probe(backend, train, test)
     sizing = _recorded_sizing(plan, out) or size_plan(
-        plan, train, test, p, {m.method: method_costs(m.method) for m in plan.methods})
+        plan, train, test, p,
+        {m.method: method_costs(m.method, method_config(plan, m)) for m in plan.methods})
     for note in sizing["notes"]:
         on_note(f"plan: {note}")
     unit = "per class" if train.kind == "classification" else "examples"
