@@ -169,6 +169,13 @@ def duplicates(train: Task, test: Task) -> str | None:
             "scores on them measure memory, not generalisation; remove them from the test file")
 
 
+def _seeds_line(plan: Plan, sizing: dict) -> str:
+    """'3 seeds', or '3 seeds (2 of each method within the budget)' where the sizing holds fewer."""
+    fit = sizing.get("seeds_fit", len(plan.seeds))
+    return f"{len(plan.seeds)} seeds" + (f" ({fit} of each method within the budget)"
+                                         if fit < len(plan.seeds) else "")
+
+
 def without(plan: Plan, names: list[str]) -> Plan:
     """The plan without the methods its sizing left out (plan.IF_IT_FITS that did not fit)."""
     return Plan(plan.tree, [m for m in plan.methods if m.method not in names], plan.source)
@@ -205,7 +212,7 @@ def run_plan(plan: Plan, out: str | Path, *, on_event=None, on_note=print) -> di
     unit = "per class" if train.kind == "classification" else "examples"
     whole = f"the whole plan estimated at {sizing['estimate_seconds'] / 60:.0f} min"
     on_note(f"plan: k={sizing['k']} {unit}, curve {sizing['curve']}, "
-            f"{len(plan.seeds)} seeds, {sizing['max_test']} of {len(test)} test rows, "
+            f"{_seeds_line(plan, sizing)}, {sizing['max_test']} of {len(test)} test rows, "
             f"sensitivity on {sizing['sensitivity']}; {whole}, "
             f"{plan.tree['budget_minutes']:g} min budget for this call")
     resolved = plan.to_dict()
