@@ -116,7 +116,8 @@ def _recorded_sizing(plan: Plan, out: Path) -> dict | None:
         return None
     return {**{key: sizes[key] for key in ("k", "curve", "max_test", "sensitivity")},
             **{key: sizes[key] for key in ("lr_search", "lr_factors", "lean_epochs", "refit",
-                                             "protocol", "gives_up", "left_out")
+                                             "protocol", "gives_up", "left_out",
+                                             "seeds_fit")
                if key in sizes},
             "estimate_seconds": sizes.get("estimate_seconds", 0.0),
             "notes": [f"continuing the comparison in {out} with its recorded sizes"]}
