@@ -54,7 +54,9 @@ def summarise(out: Path) -> dict:
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()
             if line.strip()]
     # plan.yaml lists a method as its name, or {name: options}
+    # (less those the sizing left out: the default plan's extras run only where they fit)
     methods = [m if isinstance(m, str) else next(iter(m)) for m in plan.get("methods", [])]
+    methods = [m for m in methods if m not in (sizes.get("left_out") or [])]
     seeds = defaultdict(set)
     n_eval = set()
     for row in rows:
@@ -68,7 +70,8 @@ def summarise(out: Path) -> dict:
             "fit_seconds": {m: round(sum(r["fit_seconds"] for r in rows if r["method"] == m)
                                      / max(1, sum(r["method"] == m for r in rows)), 1)
                             for m in methods or sorted(seeds)},
-            "runs": len(rows), "skipped": skipped}
+            "runs": len(rows), "skipped": skipped, "left_out": sizes.get("left_out") or [],
+            "protocol": sizes.get("protocol")}
 
 
 def main() -> int:
@@ -102,6 +105,7 @@ def main() -> int:
     print("seeds per method " + ", ".join(f"{m} {n}" for m, n in s["seeds"].items()))
     print("mean fit s       " + ", ".join(f"{m} {v}" for m, v in s["fit_seconds"].items()))
     print(f"runs             {s['runs']} finished, {len(s['skipped'])} skipped")
+    print(f"fit protocol     {s['protocol']}; left out: {', '.join(s['left_out']) or 'none'}")
     met = {"time": wall is None or wall <= GOAL["minutes"] * 60,
            "seeds": all(n >= GOAL["seeds"] for n in s["seeds"].values()),
            "k": s["k"] >= GOAL["k"],

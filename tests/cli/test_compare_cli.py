@@ -157,10 +157,13 @@ def test_variant_field_is_applied_to_every_hybrid_of_the_plan(monkeypatch, tmp_p
 
 def test_api_only_runs_the_prompt_methods_and_says_so(monkeypatch, tmp_path, capsys):
     plan = _captured_plan(monkeypatch, ["--task", "support_routing", "--api-only"], tmp_path)
-    assert [m.method for m in plan.methods] == ["prompt_template", "few_shot"]
-    assert plan.to_dict()["methods"] == ["prompt_template", "few_shot"]  # what plan.yaml records
+    prompts = ["prompt_template", "few_shot", "instruction_search"]
+    assert [m.method for m in plan.methods] == prompts
+    assert plan.to_dict()["methods"] == prompts  # what plan.yaml records
+    assert plan.optional == ["instruction_search"]  # the default's: where the budget holds it
     err = capsys.readouterr().err
-    assert ("--api-only: running only the prompt methods (prompt_template, few_shot); not "
+    assert ("--api-only: running only the prompt methods (prompt_template, few_shot, "
+            "instruction_search); not "
             "soft_prompt, lora, full, lora+soft_prompt, which need the model's weights") in err
 
 

@@ -41,26 +41,30 @@ def test_less_time_drops_the_curve_top_then_k_then_the_curve():
         assert s["estimate_seconds"] <= 30 * 60 or s["notes"]
 
 
-def test_seeds_come_before_test_rows_when_the_whole_plan_does_not_fit():
-    """Too slow for the whole plan at MIN_TEST rows, fast enough for every seed on fewer: the
-    seeds are kept (test rows cut, not below MIN_PART_TEST) rather than one seed on many rows."""
+def test_two_seeds_come_before_k_and_test_rows_when_the_whole_plan_does_not_fit():
+    """Too slow for the whole plan, fast enough for two seeds of every method on fewer rows: the
+    largest k at which they fit is kept (test rows cut, not below MIN_PART_TEST), not one seed
+    at a larger k, and the estimate of those seeds fits the budget."""
+    from tailorlm.compare.budget import MIN_PART_TEST, SAFETY, _totals, protocol_info
+
     s = sized(30, 0.5)
-    assert 50 <= s["max_test"] < 300 and s["sensitivity"] == 20 and len(s["curve"]) > 1
-    assert any("every seed at k fits" in n for n in s["notes"])
-    # what the runner is told to expect for the seeds at k fits the budget
-    train, test = task(300), task(400)
+    assert s["seeds_fit"] == 2 and MIN_PART_TEST <= s["max_test"] < 300
+    assert s["sensitivity"] == 20 and len(s["curve"]) > 1
+    assert any("2 seeds of every method at k fit" in n for n in s["notes"])
+    train = task(300)
     plan = default_plan(["task=x", "budget_minutes=30", f"methods={METHODS}"])
     probe = Probe(s_query=0.5, tok_s=600.0, row_tokens=30.0, n_labels=2)
-    from tailorlm.compare.budget import SAFETY, _totals
-    infos = {m: {**method_costs(m), "lean": s["lean_epochs"]} for m in METHODS}
-    fixed, per_row = _totals(plan, probe, infos, train,
-                             s["k"], [s["k"]], s["sensitivity"])
+    infos = {m: {**method_costs(m), **protocol_info(s)} for m in METHODS}
+    fixed, per_row = _totals(plan, probe, infos, train, s["k"], [s["k"]], 20, seeds=2)
     assert fixed + per_row * s["max_test"] <= 30 * 60 * SAFETY
+    fixed, per_row = _totals(plan, probe, infos, train, 2 * s["k"], [2 * s["k"]], 20, seeds=2)
+    assert fixed + per_row * MIN_PART_TEST > 30 * 60 * SAFETY  # twice k would not hold them
 
 
 def test_when_nothing_fits_one_run_per_method_on_fewer_rows():
     s = sized(1, 0.5)
-    assert s["max_test"] == 50 and s["k"] == 1
+    assert s["max_test"] == 100 and s["k"] == 1
+    assert s["protocol"] == "no refit"  # the cheapest fit, since nothing fits anyway
     assert any("they run anyway" in n for n in s["notes"])
 
 
@@ -83,7 +87,8 @@ def test_the_lr_choice_is_planned_only_where_it_costs_nothing_else():
     assert tight["lr_factors"] == [1.0]
     assert sized(30, 0.001, 3000.0, **{"train.lr_search": "false"})["lr_search"] is False
     forced = sized(30, 0.5, **{"train.lr_search": "true"})
-    assert forced["lr_search"] and forced["estimate_seconds"] > tight["estimate_seconds"]
+    assert forced["lr_search"] and forced["lr_factors"] == [0.3, 1.0, 3.0]
+    assert (forced["k"], forced["seeds_fit"]) <= (tight["k"], tight["seeds_fit"])  # never more
 
 
 def test_a_fit_estimate_counts_trials_and_the_refit():
@@ -120,3 +125,117 @@ def test_a_tight_budget_caps_epochs_at_the_expected_length_before_cutting_k():
     assert s["lean_epochs"] and not full["lean_epochs"] and s["k"] >= full["k"]
     assert any("epochs capped" in n for n in s["notes"])
     assert epochs_for(32, lean=True) == 4 < expected_epochs(32) == 8 < epochs_for(32) == 16
+
+
+def test_the_fit_protocol_steps_down_only_as_far_as_the_budget_needs():
+    """The richest rung that buys as much as the leanest: the full protocol with room to
+    spare, then one lr, the lean cap, no refit as the machine slows; each says what it gives
+    up, and plan.yaml gets it (gives_up)."""
+    rungs = [sized(30, q, tok)["protocol"] for q, tok in
+             ((0.001, 3000.0), (0.004, 1000.0), (0.02, 600.0), (0.5, 600.0))]
+    assert rungs == ["full", "one lr", "lean cap", "no refit"]
+    s = sized(30, 0.5)
+    assert (s["lr_search"], s["lean_epochs"], s["refit"]) == (False, True, False)
+    assert any("no refit: the kept weights are the trial's" in g for g in s["gives_up"])
+    assert any("one learning rate per method" in g for g in s["gives_up"])
+    assert sized(30, 0.001, 3000.0)["gives_up"] == []
+
+
+def test_a_pinned_protocol_holds_on_every_rung():
+    from tailorlm.compare.budget import protocols
+
+    auto = {"lr_search": "auto", "epochs": "auto", "refit": "auto"}
+    assert [r.name for r in protocols(auto)] == ["full", "one lr", "lean cap", "no refit"]
+    assert [(r.trials, r.lean, r.refit) for r in protocols({**auto, "refit": True})] == [
+        (3, False, True), (1, False, True), (1, True, True)]
+    assert [(r.trials, r.lean, r.refit) for r in protocols({**auto, "epochs": 8})] == [
+        (3, False, True), (1, False, True), (1, False, False)]
+    assert len(protocols({"lr_search": False, "epochs": 8, "refit": True})) == 1
+    pinned = sized(30, 0.5, **{"train.refit": "true"})
+    assert pinned["refit"] and pinned["protocol"] == "lean cap"
+
+
+def test_the_demo_budget_buys_two_seeds_of_every_method_by_dropping_the_refit():
+    """`make demo` (support_routing: 10 labels, 140 test rows; the default plan, 9 minutes) on
+    the probe measured on this machine at load ~2 (0.063 s/query, 560 tokens/s): with the refit
+    every method fits once; without it, two seeds of all six at k=4 on all 140 rows.
+    instruction_search does not fit beside them and is left out."""
+    from tailorlm.compare.budget import SAFETY, _totals, protocol_info
+    from tailorlm.data.load import load_builtin_task
+
+    train, test = load_builtin_task("support_routing")
+    probe = Probe(s_query=0.063, tok_s=560.0, row_tokens=32.2, n_labels=10)
+
+    def demo(*extra):
+        plan = default_plan(["task=support_routing", "budget_minutes=9", *extra])
+        return plan, size_plan(plan, train, test, probe,
+                               {m.method: method_costs(m.method) for m in plan.methods})
+
+    plan, s = demo()
+    assert (s["k"], s["seeds_fit"], s["max_test"]) == (4, 2, 140)
+    assert s["protocol"] == "no refit" and not s["refit"]
+    assert s["left_out"] == ["instruction_search"]  # it would cost the seeds' rows here
+    infos = {m.method: {**method_costs(m.method), **protocol_info(s)} for m in plan.methods
+             if m.method not in s["left_out"]}
+    fixed, per_row = _totals(plan, probe, infos, train, 4, [4], s["sensitivity"], seeds=2)
+    assert fixed + per_row * 140 <= 9 * 60 * SAFETY
+    _, with_refit = demo("train.refit=true")
+    assert with_refit["seeds_fit"] == 1 and with_refit["refit"]
+
+
+def test_a_fit_without_refit_costs_its_trials_only():
+    p = Probe(s_query=0.0, tok_s=1000.0, row_tokens=10.0, n_labels=2)
+    trial = 24 * min(16, 10 + 2 * 1.6) * 10 / 1000
+    assert estimate_fit(p, (1.0,), 32, 16, refit=False) == pytest.approx(trial)
+    assert estimate_fit(p, (1.0,), 32, 16, trials=3, refit=False) == pytest.approx(3 * trial)
+
+
+def test_plan_runs_drop_the_refit_of_learning_methods_only():
+    from tailorlm.compare.bakeoff import plan_runs
+
+    plan = default_plan(["task=x", "methods=[prompt_template, lora, lora+soft_prompt]"])
+    sizing = {"k": 16, "curve": [16], "max_test": 100, "sensitivity": 0, "lr_search": False,
+              "lr_factors": [1.0], "lean_epochs": True, "refit": False}
+    runs = {r.method: r for r in plan_runs(plan, task(300), sizing, None) if r.seed == 0}
+    assert runs["lora"].config["refit"] is False and "refit" not in runs["prompt_template"].config
+    hybrid = get_method("lora+soft_prompt").config.from_dict(runs["lora+soft_prompt"].config)
+    assert hybrid.weight.refit is False and hybrid.input.refit is False
+
+
+def test_instruction_search_joins_the_default_plan_where_it_costs_nothing_else():
+    """The default plan's extra (plan.IF_IT_FITS) is sized on top of the rest: kept where the
+    sizes stay the same, left out (and said) where it would cost seeds, k, the curve or rows;
+    a plan that lists it runs it whatever the budget."""
+    train, test = task(300), task(400)
+    probe = Probe(s_query=0.01, tok_s=600.0, row_tokens=30.0, n_labels=2)
+
+    def size(minutes, *extra):
+        plan = default_plan(["task=x", f"budget_minutes={minutes}", *extra])
+        return size_plan(plan, train, test, probe,
+                         {m.method: method_costs(m.method) for m in plan.methods})
+
+    roomy, tight = size(30), size(2)
+    assert roomy["left_out"] == [] and roomy["whole"]
+    assert tight["left_out"] == ["instruction_search"]
+    assert any("instruction_search left out" in g for g in tight["gives_up"])
+    listed = size(2, "methods=[prompt_template, lora, instruction_search]")
+    assert listed["left_out"] == []
+
+
+def test_what_the_sizing_left_out_is_not_run_and_a_rerun_keeps_it_out(tmp_path):
+    import yaml
+
+    from tailorlm.compare.bakeoff import PLAN_FILE, _recorded_sizing, plan_runs, without
+
+    plan = default_plan(["task=x"])
+    sizing = {"k": 4, "curve": [4], "max_test": 100, "sensitivity": 0, "lr_search": False,
+              "lr_factors": [1.0], "lean_epochs": True, "refit": False,
+              "left_out": ["instruction_search"], "gives_up": ["instruction_search left out"]}
+    methods = {r.method for r in plan_runs(without(plan, sizing["left_out"]), task(30), sizing,
+                                           None)}
+    assert "instruction_search" not in methods and "lora" in methods
+    (tmp_path / PLAN_FILE).write_text(yaml.safe_dump({**plan.to_dict(), "resolved": sizing}))
+    (tmp_path / "results.jsonl").write_text('{"run_key": "a", "method": "lora"}\n')
+    again = _recorded_sizing(plan, tmp_path)
+    assert again["left_out"] == ["instruction_search"] and again["refit"] is False
+    assert again["gives_up"] == sizing["gives_up"]

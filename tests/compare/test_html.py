@@ -146,3 +146,27 @@ def test_flags_baselines_constraints_and_the_confusion_matrix_are_shown():
     assert "not the worst film this year" in page and "Per class: " in page
     assert "cheaper than few_shot" in _svg(page, "breakeven")  # the declared reference
     assert "Is the best really better?" in page and "0.020" in page and "91%" in page
+
+
+def test_api_usage_and_the_budget_cuts_are_on_the_page():
+    """A remote method's tier, calls, cache hits, tokens and dollars: the lines the terminal and
+    markdown reports print, escaped; and what the budget gave up (compare/budget.py)."""
+    from tailorlm.compare.report import api_lines, markdown
+
+    s = sample_summary()
+    s["api"] = [{"method": "prompt_template", "host": "127.0.0.1:8080", "model": EVIL[0],
+                 "tier": "c", "notes": [], "calls": 1234, "cache_hits": 56, "tokens": 78901,
+                 "usd": 0.0123, "latency_ms_p95": 40.0, "unparsed_rate": 0.05}]
+    s["plan_gives_up"] = ["fit protocol 'no refit': no refit: the kept weights are the trial's"]
+    page = render_html(s)
+    section = re.search(r'<ul data-table="api">(.*?)</ul>', page, re.S).group(1)
+    line = api_lines(s)[0]
+    assert html.escape(line) in section and EVIL[0] not in page
+    for needle in ["tier c", "1,234 calls", "56 cache hits", "78,901 tokens", "$0.0123",
+                   "5% of answers matched no label"]:
+        assert needle in section and needle in markdown(s)
+    assert "What the budget gave up" in page and "no refit: the kept weights" in page
+    assert "Budget: fit protocol 'no refit'" in markdown(s)
+    bare = sample_summary()
+    assert 'data-table="api"' not in render_html(bare)
+    assert "What the budget gave up" not in render_html(bare)

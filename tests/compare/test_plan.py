@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from tailorlm.compare.plan import DEFAULT_METHODS, default_plan, load_plan, method_config
+from tailorlm.compare.plan import DEFAULT_METHODS, IF_IT_FITS, default_plan, load_plan, \
+    method_config
 from tailorlm.errors import TailorError
 from tailorlm.methods import get_method
 
@@ -25,7 +26,8 @@ def test_default_plan_covers_every_family():
     plan = default_plan(["task=support_routing"])
     families = {get_method(m.method).family for m in plan.methods}
     assert families == {"prompt", "soft prompt", "fine tuning", "hybrid"}
-    assert [m.method for m in plan.methods] == DEFAULT_METHODS
+    assert [m.method for m in plan.methods] == DEFAULT_METHODS + IF_IT_FITS
+    assert plan.optional == IF_IT_FITS  # run where the budget holds them
     assert plan.seeds == [0, 1, 2] and plan.get("train.k") == "auto"
 
 
@@ -166,9 +168,12 @@ def test_prompt_only_keeps_the_prompt_family():
     from tailorlm.compare.plan import prompt_only
 
     plan, dropped = prompt_only(default_plan(["task=x", "methods.few_shot.n_demos=2"]))
-    assert [m.method for m in plan.methods] == ["prompt_template", "few_shot"]
+    assert [m.method for m in plan.methods] == ["prompt_template", "few_shot",
+                                                "instruction_search"]
+    assert plan.optional == ["instruction_search"]  # still only where the budget holds it
     assert dropped == ["soft_prompt", "lora", "full", "lora+soft_prompt"]
-    assert plan.to_dict()["methods"] == ["prompt_template", {"few_shot": {"n_demos": 2}}]
+    assert plan.to_dict()["methods"] == ["prompt_template", {"few_shot": {"n_demos": 2}},
+                                         "instruction_search"]
     with pytest.raises(TailorError, match="none of this plan's methods .lora, full. works"):
         prompt_only(default_plan(["task=x", "methods=lora,full"]))
 

@@ -43,6 +43,35 @@ def test_seeds_come_from_the_task_and_edits_follow_grips():
     assert edit("", pool, rng) in pool  # an empty instruction can only grow
 
 
+def test_an_add_never_repeats_a_phrase_the_instruction_holds():
+    """trec's winner was "Be concise. Be concise.": the add edit had inserted a phrase that was
+    already there. Now an add (or a paraphrase with no word to change) picks a new phrase, and
+    with none left the edit deletes, swaps or paraphrases instead."""
+    from tailorlm.methods.instruction_search import _split
+
+    rng = np.random.default_rng(0)
+    pool = ["Be concise.", "Answer with one word.", "be  CONCISE."]
+    for base in ["Be concise.", "Answer with one word. Be concise.", "Be concise. Classify it."]:
+        for _ in range(60):
+            phrases = [" ".join(p.lower().split()) for p in _split(edit(base, pool, rng))]
+            assert len(phrases) == len(set(phrases)), phrases
+    assert {edit("Be concise.", ["Be concise."], rng) for _ in range(20)} <= {"", "Be concise."}
+
+
+def test_the_budget_knows_the_search_passes():
+    """compare/budget.py sizes a plan by the passes a search scores: seeds, rounds x edits (and
+    proposals), calibration; asked of the method (MethodSpec.choice_passes)."""
+    from tailorlm.compare.budget import Probe, estimate_fit, method_costs
+
+    assert method_costs("instruction_search")["passes"] == 5 + 3 * 4 + 1
+    assert method_costs("instruction_search", {"rounds": 1, "edits_per_round": 2})["passes"] == 8
+    with_llm = {"proposer": "http://h/v1#m", "proposals_per_round": 2}
+    assert method_costs("instruction_search", with_llm)["passes"] == 5 + 3 * 6 + 1
+    p = Probe(s_query=0.1, tok_s=100.0, row_tokens=10.0, n_labels=2)
+    # 40 rows: 40 judged; 18 passes of 40 queries at 0.1 s
+    assert estimate_fit(p, (0.0,), 40, 5, passes=18) == pytest.approx(18 * 40 * 0.1)
+
+
 def test_search_never_ends_below_its_first_seed_and_records_its_trajectory(backend, tmp_path):
     task = sentiment_task(8)
     adapter = fit(backend, task, rounds=2, edits_per_round=3, calibrate="off")

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import yaml
 
-from tailorlm.compare.budget import epochs_for, method_costs, n_shots, probe, remote_probe, \
-    run_seconds, size_plan
+from tailorlm.compare.budget import epochs_for, learning_options, method_costs, n_shots, probe, \
+    protocol_info, remote_probe, run_seconds, size_plan
 from tailorlm.compare.plan import TREE, Plan, check_data, check_metric, method_config
 from tailorlm.compare.runner import Run, evaluation_subset, run_comparison
 from tailorlm.data.task import Task
@@ -67,15 +67,16 @@ def plan_runs(plan: Plan, train: Task, sizing: dict, p) -> list[Run]:
     k, seeds = sizing["k"], plan.seeds
     main, extra, curve = [], [], []
     for entry in plan.methods:
-        info = method_costs(entry.method)
         base = method_config(plan, entry)
+        info = {**method_costs(entry.method, base), **protocol_info(sizing)}
         for kk in [k] + [c for c in sizing["curve"] if c != k]:
             n = n_shots(train, kk)
             config = dict(base)
             if t["train"]["epochs"] == "auto" and _trains(info):
                 config.setdefault("epochs", epochs_for(n, sizing.get("lean_epochs", False)))
-            if sizing.get("lr_search") and _trains(info):
-                config.setdefault("lr_factors", sizing["lr_factors"])
+            if _trains(info):
+                for key, value in learning_options(sizing).items():
+                    config.setdefault(key, value)
             for j, seed in enumerate(seeds if kk == k else seeds[:1]):
                 first = kk == k and j == 0
                 sens = sizing["sensitivity"] if first else 0
@@ -114,7 +115,9 @@ def _recorded_sizing(plan: Plan, out: Path) -> dict | None:
     if not all(key in sizes for key in ("k", "curve", "max_test", "sensitivity")):
         return None
     return {**{key: sizes[key] for key in ("k", "curve", "max_test", "sensitivity")},
-            **{key: sizes[key] for key in ("lr_search", "lr_factors", "lean_epochs")
+            **{key: sizes[key] for key in ("lr_search", "lr_factors", "lean_epochs", "refit",
+                                             "protocol", "gives_up", "left_out",
+                                             "seeds_fit")
                if key in sizes},
             "estimate_seconds": sizes.get("estimate_seconds", 0.0),
             "notes": [f"continuing the comparison in {out} with its recorded sizes"]}
@@ -167,6 +170,18 @@ def duplicates(train: Task, test: Task) -> str | None:
             "scores on them measure memory, not generalisation; remove them from the test file")
 
 
+def _seeds_line(plan: Plan, sizing: dict) -> str:
+    """'3 seeds', or '3 seeds (2 of each method within the budget)' where the sizing holds fewer."""
+    fit = sizing.get("seeds_fit", len(plan.seeds))
+    return f"{len(plan.seeds)} seeds" + (f" ({fit} of each method within the budget)"
+                                         if fit < len(plan.seeds) else "")
+
+
+def without(plan: Plan, names: list[str]) -> Plan:
+    """The plan without the methods its sizing left out (plan.IF_IT_FITS that did not fit)."""
+    return Plan(plan.tree, [m for m in plan.methods if m.method not in names], plan.source)
+
+
 def _trains(info: dict) -> bool:
     return any(info["sides"])
 
@@ -191,13 +206,14 @@ def run_plan(plan: Plan, out: str | Path, *, on_event=None, on_note=print) -> di
         plan = _text_only(plan, backend, on_note)
     p = remote_probe(backend, train, test) if remote else probe(backend, train, test)
     sizing = _recorded_sizing(plan, out) or size_plan(
-        plan, train, test, p, {m.method: method_costs(m.method) for m in plan.methods})
+        plan, train, test, p,
+        {m.method: method_costs(m.method, method_config(plan, m)) for m in plan.methods})
     for note in sizing["notes"]:
         on_note(f"plan: {note}")
     unit = "per class" if train.kind == "classification" else "examples"
     whole = f"the whole plan estimated at {sizing['estimate_seconds'] / 60:.0f} min"
     on_note(f"plan: k={sizing['k']} {unit}, curve {sizing['curve']}, "
-            f"{len(plan.seeds)} seeds, {sizing['max_test']} of {len(test)} test rows, "
+            f"{_seeds_line(plan, sizing)}, {sizing['max_test']} of {len(test)} test rows, "
             f"sensitivity on {sizing['sensitivity']}; {whole}, "
             f"{plan.tree['budget_minutes']:g} min budget for this call")
     resolved = plan.to_dict()
@@ -213,7 +229,7 @@ def run_plan(plan: Plan, out: str | Path, *, on_event=None, on_note=print) -> di
                             "duplicates": warning}
     out.mkdir(parents=True, exist_ok=True)
     (out / PLAN_FILE).write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
-    runs = plan_runs(plan, train, sizing, p)
+    runs = plan_runs(without(plan, sizing.get("left_out") or []), train, sizing, p)
     if remote:
         on_note(_api_projection(backend, plan, runs, p, train))
     rows = run_comparison(backend, train, test, runs, out, metric=plan.tree["eval"]["metric"],
@@ -251,7 +267,7 @@ def _text_only(plan: Plan, backend, on_note) -> Plan:
     if dropped:
         on_note(f"plan: {', '.join(dropped)} need the model's weights: not run against "
                 f"{backend.host}")
-    return Plan(plan.tree, keep, plan.source)
+    return Plan(plan.tree, keep, plan.source, [m for m in plan.optional if m not in dropped])
 
 
 def _api_projection(backend, plan: Plan, runs: list[Run], p, train: Task) -> str:

@@ -6,7 +6,10 @@ tokens per second of a forward over training rows, since decoding's say nothing 
 Every other cost is a multiple of it:
 
     eval(n)         n * s_query
-    choose prompts  choice_passes * judged * s_query                     (prompt family)
+    template search search_passes * judged * s_query, once per training sample (seed and k):
+                    every method with `template: auto` reads its memoized choice
+    choose prompts  passes * judged * s_query: a prompt method's own passes beyond the search
+                    (MethodSpec.choice_passes of its config; CHOICE_EXTRA_PASSES by default)
     train           trials * (n_fit * e_trial * row_tokens * TRAIN_COST / tok_s
                               + evaluations * judged validation rows * s_query)
                     + refit: n * e * row_tokens * TRAIN_COST / tok_s
@@ -26,22 +29,46 @@ adds two more trials, about 3.8x in all, so the plan asks for it only where the 
 
 TRAIN_COST is each method's `MethodSpec.train_cost`: the forward+backward (+ optimizer) cost of
 a trained token relative to an evaluated one, fitted to this project's sst2 and trec runs on
-CPU: soft prompts 3, LoRA 4.5, full fine-tuning 8 (AdamW over every weight, and checkpoints of
-all of them). A hybrid costs its two sides. The runner corrects the estimate with each finished
+CPU: soft prompts 3, LoRA 4.5, full fine-tuning 7 (AdamW over every weight). A hybrid costs its
+two sides. The runner corrects the estimate with each finished
 run's measured/estimated ratio.
 
-Sizing the default plan (`auto`), in this order:
-    k       the largest of 16, 8, 4, 2, 1 per class with k * classes <= 128 (generation: 64,
-            32, 16 rows) that fits
-    epochs  the cap of early stopping: twice the expected epochs, at least MIN_CAP, at most
-            MAX_CAP (30 for a dozen rows, 16 for 32 rows, 10 from 80 rows); where the whole
-            plan does not fit and a cap of half the expected length buys a larger k (or the
-            whole plan), that is the cap (`lean_epochs`)
-    lr      (`train.lr_search: auto`) three values, LR_FACTORS x each method's default, where the
-            whole plan fits with them at the preferred k; else the default alone
-    curve   k/4, k, 4k where the data has them (4k * classes <= 512); 4k is dropped first,
-            then k is halved, then the curve goes (seeds come before the curve)
-    n_test  as many test rows as fit the budget, at least MIN_TEST
+What a budget buys, in this order (`_rank`): every method once; the whole plan at k >= 4; two
+seeds of every method (a score without its spread over seeds cannot be compared); a larger k;
+the other seeds; the curve; test rows up to MIN_TEST; and last, the fit protocol's refinements.
+Test rows are cut before k, but not below MIN_PART_TEST (100: on fewer, methods a few points
+apart cannot be told apart, docs/benchmarks.md).
+
+The fit protocol (`PROTOCOLS`, richest first): the plan gets the richest rung that buys as much
+of the list above as the leanest does, and plan.yaml and the report say what it gave up.
+
+    full         three lrs (LR_FACTORS x each method's default), early stopping up to the cap
+                 (epochs_for(n)), refit on every row                      about 3.8x one plain run
+    one lr       each method's default lr: gives up the lr choice       about 2.2x
+    lean cap     + the cap at about half the expected length (epochs_for(n, lean=True)): gives up
+                 the epochs where validation might still have improved  (a cap of 3 on 30 rows)
+    no refit     + the trial's best weights are kept, trained on 3/4 of the rows (the rest judged
+                 early stopping): gives up a quarter of a tiny sample   about 0.43x of lean cap's
+                 training on the demo task (30 rows x 3 epochs instead of 30 x 3 + 40 x 3)
+
+The order is a judgement, not a measurement: the lr choice goes first because it costs the most
+(two more trials) and, judged on a quarter of a tiny sample, its trials are often within noise of
+each other; the cap next, because at these sizes validation peaked early (sst2 K=16: lora's at
+epoch 5 of 24 rows, 120 rows seen); the refit last, because it is the one step that changes
+which rows the kept weights saw.
+
+A plan that pins `train.lr_search`, `train.epochs` or `train.refit` keeps its value on every rung.
+
+The default plan's extras (compare/plan.py IF_IT_FITS: instruction_search, whose search scores
+its seeds, rounds x edits and calibration: MethodSpec.choice_passes) join last: only where the
+rank above holds with them at the chosen rung; otherwise plan.yaml's `resolved.left_out` names
+them and the report says so.
+
+Sizes (`auto`):
+    k       16, 8, 4, 2, 1 per class with k * classes <= 128 (generation: 64, 32, 16 rows)
+    curve   k/4, k, 4k where the data has them (4k * classes <= 512); 4k is dropped first
+    n_test  as many test rows as fit the budget, at least MIN_TEST; cut (not below
+            MIN_PART_TEST) where the whole plan does not fit
     sensitivity rows: min(200, n_test), at most SENSITIVITY_SHARE of the budget
 """
 
@@ -49,28 +76,34 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tailorlm.data.task import Task
 from tailorlm.methods.selection import judged_rows
 from tailorlm.methods.tuned import LR_FACTORS, MAX_EVALUATIONS, VAL_FRACTION, TrainFields
 
 PROBE_ROWS = 24
-# passes over the judged rows to choose a prompt, beyond one per built-in template of the task's
-# kind (7 for classification, 2 for generation): few_shot's 4 demonstration sets with longer
-# prompts, and calibration. Fitted to the sst2, trec and e2e runs.
+# passes over the judged rows a prompt method scores beyond the shared template search (one pass
+# per built-in template of the task's kind, 7 for classification, 2 for generation): few_shot's 4
+# demonstration sets with longer prompts, and calibration. Fitted to the sst2, trec and e2e runs
+# (as 7 + 5 per prompt method, before the search was shared: an upper bound now).
 CHOICE_EXTRA_PASSES = 5
 EXAMPLE_PASSES = 240
 MAX_EPOCHS = 20  # of the expected training length
 MIN_CAP, MAX_CAP = 10, 30  # the cap early stopping trains up to
 PATIENCE = TrainFields.patience  # evaluations past the best before a trial stops
 MIN_TEST = 300
-MIN_PART_TEST = 50  # test rows when even one run per method does not fit in the budget
+MIN_PART_TEST = 100  # test rows when the whole plan does not fit, at least (or the whole file)
+MIN_SEEDS = 2  # seeds a score needs for its spread: bought before a larger k
 SENSITIVITY_SHARE = 0.2  # of the budget, at most, for the wording-sensitivity probe
 MIN_SENSITIVITY = 20
-LR_NOTE = (f"one learning rate per method (each method's default): trying {len(LR_FACTORS)} "
-           "would not fit the budget")
-SAFETY = 0.85  # share of the budget the estimate may fill: estimates run a little short
+# Share of the budget the estimate may fill. It was 0.85 while estimates ran short; with the
+# template search shared and checkpoints by the clock they run long: on the demo task, against a
+# probe of 0.058-0.063 s/query (this machine, 12:58-13:00 UTC, load ~2), the merged-main demo's
+# mean fits were 0.36 (prompt_template) to 0.92 (lora) of their estimates, and one `full` fit
+# without refit measured here 27.9 s against 38.2 s. The estimate is the margin; the runner
+# still skips the optional runs the time left cannot hold.
+SAFETY = 1.0
 
 
 @dataclass
@@ -79,16 +112,75 @@ class Probe:
     tok_s: float  # tokens the model processes per second in evaluation
     row_tokens: float  # mean tokens of a training row (prompt + target)
     n_labels: int
-    choice_passes: int = 7 + CHOICE_EXTRA_PASSES  # passes over the judged rows to choose a prompt
+    search_passes: int = 7  # the shared template search: one pass per built-in template
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How every learning method is fitted (methods/trainable.py), one rung of `PROTOCOLS`."""
+
+    trials: int  # learning rates tried on held-out rows (len(LR_FACTORS)), or 1: the default
+    lean: bool  # the epoch cap at about half the expected length
+    refit: bool  # after the choice, a refit on every row
+    name: str = field(default="", compare=False)
+
+    def gives_up(self) -> list[str]:
+        """What this rung gives up against the full protocol, in words for plan.yaml and the
+        report."""
+        out = []
+        if self.trials == 1:
+            out.append(f"one learning rate per method (its default), not the best of "
+                       f"{len(LR_FACTORS)} on held-out rows")
+        if self.lean:
+            out.append("epochs capped at about half the expected length (epochs_for(n, "
+                       "lean=True)): early stopping may stop before validation stops improving")
+        if not self.refit:
+            out.append("no refit: the kept weights are the trial's, trained on 3/4 of the "
+                       "training rows (the other 1/4 judged early stopping)")
+        return out
+
+
+PROTOCOLS = (Protocol(len(LR_FACTORS), False, True, "full"), Protocol(1, False, True, "one lr"),
+             Protocol(1, True, True, "lean cap"), Protocol(1, True, False, "no refit"))
+
+
+def protocols(train_tree: dict) -> list[Protocol]:
+    """The rungs a plan's `train:` allows, richest first: a pinned lr_search, epochs or refit
+    holds on every rung (and the rungs that would change it collapse into one)."""
+    out = []
+    for rung in PROTOCOLS:
+        lr, refit = train_tree.get("lr_search", "auto"), train_tree.get("refit", "auto")
+        rung = Protocol(len(LR_FACTORS) if lr is True else 1 if lr is False else rung.trials,
+                        rung.lean and train_tree.get("epochs", "auto") == "auto",
+                        refit if isinstance(refit, bool) else rung.refit, rung.name)
+        if rung not in out:
+            out.append(rung)
+    return out
+
+
+def learning_options(sizing: dict) -> dict:
+    """The options a sizing sets on every learning method's runs (a plan's own win): the lr
+    multiples to try, and the refit where the rung drops it."""
+    options = {}
+    if sizing.get("lr_search"):
+        options["lr_factors"] = sizing["lr_factors"]
+    if sizing.get("refit") is False:
+        options["refit"] = False
+    return options
+
+
+def protocol_info(sizing: dict) -> dict:
+    """What run_seconds needs to know of a sizing's protocol (see learning_options)."""
+    return {"trials": len(sizing["lr_factors"]) if sizing.get("lr_search") else 1,
+            "refit": sizing.get("refit", True), "lean": sizing.get("lean_epochs", False)}
 
 
 def probe(backend, train: Task, test: Task) -> Probe:
     from tailorlm.engine.evaluate import evaluate
-    from tailorlm.methods.prompt_adapter import PromptAdapter
-    from tailorlm.methods.templates import builtin_templates, resolve
+    from tailorlm.methods.contract import zero_shot_adapter
+    from tailorlm.methods.templates import builtin_templates
 
-    template = resolve("default", train)
-    adapter = PromptAdapter("prompt_template", None, train.with_examples([]), template)
+    adapter = zero_shot_adapter(train)
     rows = test.with_examples(test.examples[:PROBE_ROWS])
     if test.kind == "generation":  # the worst case: every answer runs to the token limit
         from tailorlm.engine.generate import generate
@@ -104,14 +196,14 @@ def probe(backend, train: Task, test: Task) -> Probe:
         start = time.perf_counter()
         n_tokens = evaluate(backend, adapter, rows, latency_queries=0).tokens
         seconds = max(time.perf_counter() - start, 1e-3)
-    texts = [template.render_query(train, e.input) + " " + e.target for e in train.examples[:64]]
+    texts = [_prompt_text(adapter.prompt(e)) + " " + e.target for e in train.examples[:64]]
     row_tokens = sum(len(backend.encode(t)) for t in texts) / max(len(texts), 1)
     # Decoding runs one token per row per step: its tokens/s says nothing of training, which
     # runs whole rows at once; time a forward over training rows instead.
     tok_s = n_tokens / seconds if test.kind != "generation" else _forward_rate(backend, texts[:16])
     return Probe(s_query=seconds / len(rows), tok_s=tok_s, row_tokens=row_tokens,
                  n_labels=len(train.labels or []),
-                 choice_passes=len(builtin_templates(train)) + CHOICE_EXTRA_PASSES)
+                 search_passes=len(builtin_templates(train)))
 
 
 def remote_probe(backend, train: Task, test: Task) -> Probe:
@@ -119,20 +211,23 @@ def remote_probe(backend, train: Task, test: Task) -> Probe:
     a rerun costs nothing and measures near 0). Nothing trains there, so the training rate
     is the evaluation rate."""
     from tailorlm.engine.evaluate import evaluate
-    from tailorlm.methods.prompt_adapter import PromptAdapter
-    from tailorlm.methods.templates import builtin_templates, resolve
+    from tailorlm.methods.contract import zero_shot_adapter
+    from tailorlm.methods.templates import builtin_templates
 
-    template = resolve("default", train)
-    adapter = PromptAdapter("prompt_template", None, train.with_examples([]), template)
+    adapter = zero_shot_adapter(train)
     rows = test.with_examples(test.examples[:PROBE_ROWS])
     start = time.perf_counter()
     tokens = evaluate(backend, adapter, rows).tokens
     seconds = max(time.perf_counter() - start, 1e-3)
-    texts = [template.render_query(train, e.input) + " " + e.target for e in train.examples[:64]]
+    texts = [_prompt_text(adapter.prompt(e)) + " " + e.target for e in train.examples[:64]]
     row_tokens = sum(backend.count_tokens(t) for t in texts) / max(len(texts), 1)
     return Probe(s_query=seconds / len(rows), tok_s=max(tokens, 1) / seconds,
                  row_tokens=row_tokens, n_labels=len(train.labels or []),
-                 choice_passes=len(builtin_templates(train)) + CHOICE_EXTRA_PASSES)
+                 search_passes=len(builtin_templates(train)))
+
+
+def _prompt_text(prompt) -> str:
+    return prompt.shared + prompt.own
 
 
 def _forward_rate(backend, texts: list[str]) -> float:
@@ -178,8 +273,9 @@ def n_shots(task: Task, k: int) -> int:
     return sum(min(k, c) for c in counts.values())
 
 
-def method_costs(name: str) -> dict:
-    """What the estimate needs of a method: its family and the train_cost of each side."""
+def method_costs(name: str, config: dict | None = None) -> dict:
+    """What the estimate needs of a method: its family, the train_cost of each side, and (what
+    trains nothing) the passes its choice scores (MethodSpec.choice_passes of its config)."""
     from tailorlm.methods import get_method
 
     spec = get_method(name)
@@ -187,17 +283,22 @@ def method_costs(name: str) -> dict:
         sides = (spec.config.weight_spec.train_cost, spec.config.input_spec.train_cost)
     else:
         sides = (spec.train_cost,)
-    return {"family": spec.family, "sides": sides}
+    passes = CHOICE_EXTRA_PASSES if spec.choice_passes is None else \
+        spec.choice_passes(spec.config.from_dict(config or {}))
+    return {"family": spec.family, "sides": sides, "passes": passes}
 
 
 def estimate_fit(p: Probe, sides: tuple[float, ...], n: int, epochs: int,
-                 trials: int = 1) -> float:
+                 trials: int = 1, refit: bool = True,
+                 passes: float = CHOICE_EXTRA_PASSES) -> float:
     """Seconds to fit one method on n rows (a hybrid: both sides); `epochs` is the cap, `trials`
-    the learning rates tried (see the module doc)."""
+    the learning rates tried, `refit` whether a refit on all n rows follows, `passes` what a
+    side that trains nothing scores to choose (module doc). The shared template search is
+    counted once per training sample by the plan's total, not here."""
     total = 0.0
     for cost in sides:
         if not cost:  # nothing trained: prompts are chosen by scoring candidates
-            total += p.choice_passes * judged_rows(n, p.n_labels) * p.s_query
+            total += passes * judged_rows(n, p.n_labels) * p.s_query
             continue
         n_fit = math.ceil((1 - VAL_FRACTION) * n)
         n_val = judged_rows(math.floor(VAL_FRACTION * n), p.n_labels)
@@ -206,7 +307,7 @@ def estimate_fit(p: Probe, sides: tuple[float, ...], n: int, epochs: int,
         e_trial = min(epochs, e + PATIENCE * every)
         evaluations = min(MAX_EVALUATIONS, math.ceil(e_trial / every))
         trial = n_fit * e_trial * p.row_tokens * cost / p.tok_s + evaluations * n_val * p.s_query
-        total += trials * trial + n * e * p.row_tokens * cost / p.tok_s
+        total += trials * trial + (n * e * p.row_tokens * cost / p.tok_s if refit else 0.0)
     return total
 
 
@@ -218,57 +319,73 @@ def variant_count(info: dict) -> int:
 def run_seconds(p: Probe, info: dict, n: int, epochs: int, n_test: int, sens_rows: int,
                 train_score: bool) -> float:
     """Estimated seconds of one run: fit, evaluation, sensitivity, and the train-score pass.
-    `info["trials"]`: the learning rates each learning side tries (1 unless the plan asks)."""
-    return (estimate_fit(p, info["sides"], n, epochs, info.get("trials", 1))
+    `info["trials"]`: the learning rates each learning side tries (1 unless the plan asks);
+    `info["refit"]`: whether each refits on every row (True unless the plan drops it)."""
+    return (estimate_fit(p, info["sides"], n, epochs, info.get("trials", 1),
+                         info.get("refit", True), info.get("passes", CHOICE_EXTRA_PASSES))
             + (n_test + sens_rows * variant_count(info)) * p.s_query
             + (judged_rows(n, p.n_labels) * p.s_query if train_score else 0.0))
 
 
 def size_plan(plan, train: Task, test: Task, p: Probe, method_info: dict[str, dict]) -> dict:
     """The plan's `auto` values resolved against the data and the probe: {"k", "curve",
-    "max_test", "sensitivity", "lr_search", "lr_factors", "estimate_seconds", "notes"}.
+    "max_test", "sensitivity", "seeds_fit", "lr_search", "lr_factors", "lean_epochs", "refit",
+    "protocol", "left_out", "gives_up", "estimate_seconds", "notes", "whole"}.
 
-    `train.lr_search: auto` keeps three learning rates per learning side where they cost nothing
-    else the plan holds: the whole plan fits with them at the same k and curve as without, on
-    at least min(MIN_TEST, the rows it would have had) test rows; otherwise each method's
-    default lr alone (and a note says so).
+    Each rung of the fit protocol (`protocols`) is sized (`_size`); the plan gets the richest
+    rung whose sizing ranks as high as any (`_rank`): a leaner fit only where it buys more
+    seeds, a larger k, the curve or test rows. The default plan's extras (plan.IF_IT_FITS:
+    instruction_search) are sized on top of the rest at that rung and kept only where the rank
+    holds; else `left_out` names them. `gives_up` says, in words, what the chosen rung and sizes
+    gave up (plan.yaml and the report show it).
     """
-    choice = plan.tree["train"].get("lr_search", "auto")
-    if choice in (True, False):
-        return _size(plan, train, test, p, method_info, choice)
-    plain = _size(plan, train, test, p, method_info, False)
-    if not any(any(info["sides"]) for info in method_info.values()):
-        return plain  # nothing learns: nothing to choose
-    if not plain["whole"] and plan.tree["train"]["epochs"] == "auto":
-        lean = _size(plan, train, test, p, method_info, False, lean=True)
-        if lean["whole"] or lean["k"] > plain["k"]:
-            lean["notes"] += ["epochs capped at about half the expected length (epochs_for(n, "
-                              "lean=True)) to fit the budget", LR_NOTE]
-            return lean
-    searched = _size(plan, train, test, p, method_info, True)
-    if searched["whole"] and (searched["k"], searched["curve"]) == (plain["k"], plain["curve"]) \
-            and searched["max_test"] >= min(MIN_TEST, plain["max_test"]):
-        return searched
-    plain["notes"].append(LR_NOTE)
-    return plain
+    optional = [m for m in plan.optional if m in method_info]
+    core = {m: info for m, info in method_info.items() if m not in optional} or method_info
+    ladder = protocols(plan.tree["train"])
+    learns = any(any(info["sides"]) for info in core.values())
+    if not learns:  # the protocol changes nothing: the plainest rung, no lr search
+        ladder = [Protocol(1, False, True, "none: nothing trains")]
+    sized = [(_size(plan, train, test, p, core, rung), rung) for rung in ladder]
+    best = max(s["rank"] for s, _ in sized)
+    chosen, rung = next((s, r) for s, r in sized if s["rank"] == best)
+    left_out = []
+    if optional and core is not method_info:  # the default plan's extras join if they cost nothing
+        every = _size(plan, train, test, p, method_info, rung)
+        if every["rank"] >= chosen["rank"]:
+            chosen = every
+        else:
+            left_out = optional
+    gives_up = [f"fit protocol '{rung.name}': {g}" for g in (rung.gives_up() if learns else [])]
+    gives_up += [f"{', '.join(left_out)} left out: the default plan runs it only where the "
+                 "budget holds it without giving up seeds, k, the curve, test rows or the fit "
+                 "protocol of the others"] if left_out else []
+    return {**{k: v for k, v in chosen.items() if k not in ("rank", "cuts")},
+            "left_out": left_out, "notes": chosen["notes"] + gives_up,
+            "gives_up": chosen["cuts"] + gives_up}
+
+
+def _rank(fits: bool, whole: bool, seeds: int, n_seeds: int, k: int, curve: int,
+          rows: int) -> tuple:
+    """What a sizing buys, most important first (module doc): tuples compare in this order."""
+    return (fits, whole, seeds >= min(MIN_SEEDS, n_seeds), k, seeds, curve, min(rows, MIN_TEST))
 
 
 def _size(plan, train: Task, test: Task, p: Probe, method_info: dict[str, dict],
-          lr_search: bool, lean: bool = False) -> dict:
-    """size_plan at a given lr choice.
+          rung: Protocol) -> dict:
+    """size_plan at one rung of the fit protocol.
 
-    Tries the preferred sizes first and gives up, in this order, until the whole plan fits with
-    at least MIN_TEST test rows: the curve's largest point, then halving k (not below 4), then
-    the curve. If nothing fits whole, the largest k whose seeds (every method at every seed, at
-    k) fit with at least MIN_PART_TEST test rows; then the largest k whose required runs (every
-    method once, at seed 0) fit. What is over is left to the runner, which skips the runs that
-    do not fit in the time left. Seeds come before the curve and before test rows beyond
-    MIN_PART_TEST: a score without its spread over seeds cannot be compared.
+    For each k (and curve) the whole plan is sized on as many test rows as fit; where it does
+    not fit, cut plans: every seed, MIN_SEEDS seeds, or one run per method at k without the
+    curve, each on fewer test rows (not below MIN_PART_TEST) and the wording probe on
+    MIN_SENSITIVITY rows. The candidate with the highest `_rank` is kept; the runner runs
+    seeds in order (seed 1 of every method before seed 2 of any) and skips what the time left
+    cannot hold. If nothing fits, the cheapest required runs (they run whatever the budget).
     """
     t = plan.tree
-    trials = len(LR_FACTORS) if lr_search else 1
-    method_info = {m: {**info, "trials": trials, "lean": lean} for m, info in method_info.items()}
+    method_info = {m: {**info, "trials": rung.trials, "lean": rung.lean, "refit": rung.refit}
+                   for m, info in method_info.items()}
     budget = t["budget_minutes"] * 60 * SAFETY
+    n_seeds = len(plan.seeds)
     n_classes = len(train.labels) if train.kind == "classification" else 1
     ks = [t["train"]["k"]] if t["train"]["k"] != "auto" else (
         [c for c in (16, 8, 4, 2, 1) if c * n_classes <= 128] or [1]
@@ -277,7 +394,7 @@ def _size(plan, train: Task, test: Task, p: Probe, method_info: dict[str, dict],
     cut_sens = min(sens, MIN_SENSITIVITY) if t["eval"]["sensitivity"] == "auto" else sens
     options = [(k, c) for k in ks for c in _curves(t["train"]["curve"], train, k, n_classes)]
     options += [(k, [k]) for k in ks if t["train"]["curve"] == "auto"]  # no curve: last resort
-    tried = []
+    candidates = []
     for k, curve in options:
         fixed, per_row = _totals(plan, p, method_info, train, k, curve, sens)
         max_test = t["eval"]["max_test"]
@@ -286,50 +403,65 @@ def _size(plan, train: Task, test: Task, p: Probe, method_info: dict[str, dict],
             max_test = max(min(len(test), MIN_TEST), min(len(test), room))
         else:
             max_test = len(test) if max_test is None else min(max_test, len(test))
-        # the seeds at k without the curve, and (what must run whatever the budget) every
-        # method once at k: their test rows shrink (not below MIN_PART_TEST) until they fit;
-        # the wording probe shrinks to MIN_SENSITIVITY rows
-        tiers = {}
-        for tier, seeds in (("seeds", None), ("required", 1)):
+        whole = fixed + per_row * max_test
+        # a whole plan at a tiny k teaches less than most of a plan at a useful one
+        full = whole <= budget and k >= min(4, ks[0])
+        candidates.append({"k": k, "curve": curve, "max_test": max_test,
+                           "sensitivity": min(sens, max_test), "estimate_seconds": whole,
+                           "seeds_fit": n_seeds, "whole": full, "tier": "whole",
+                           "rank": _rank(whole <= budget, full, n_seeds, n_seeds, k, len(curve),
+                                         max_test)})
+        # cut: the seeds at k without the curve; their test rows shrink (not below
+        # MIN_PART_TEST) until they fit; the wording probe shrinks to MIN_SENSITIVITY rows
+        for tier, seeds in (("seeds", n_seeds), ("spread", min(MIN_SEEDS, n_seeds)),
+                            ("required", 1)):
             t_fixed, t_row = _totals(plan, p, method_info, train, k, [k], cut_sens, seeds=seeds)
             n_rows = max_test if t["eval"]["max_test"] != "auto" else max(
                 min(len(test), MIN_PART_TEST), min(max_test, int((budget - t_fixed) / t_row)))
-            tiers[tier] = (n_rows, t_fixed + t_row * n_rows)
-        tried.append({"k": k, "curve": curve, "max_test": max_test,
-                      "sensitivity": min(sens, max_test),
-                      "estimate_seconds": fixed + per_row * max_test, "tiers": tiers,
-                      "per_row": per_row})
-    # a whole plan at a tiny k teaches less than most of a plan at a useful one
-    whole = [c for c in tried if c["estimate_seconds"] <= budget and c["k"] >= min(4, ks[0])]
-    cut = {tier: [{**c, "max_test": c["tiers"][tier][0],
-                   "sensitivity": min(cut_sens, c["tiers"][tier][0]),
-                   "estimate_seconds": c["estimate_seconds"] - c["per_row"] * (
-                       c["max_test"] - c["tiers"][tier][0]),
-                   "required": c["tiers"][tier][1]} for c in tried]
-           for tier in ("seeds", "required")}
-    seeded = [c for c in cut["seeds"] if c["required"] <= budget]
-    fits = [c for c in cut["required"] if c["required"] <= budget]
-    # nothing fits: the cheapest required runs, which the runner runs whatever the budget
-    chosen = (whole or seeded or fits or [min(cut["required"], key=lambda c: c["required"])])[0]
-    notes = []
+            needed = t_fixed + t_row * n_rows
+            candidates.append({"k": k, "curve": curve, "max_test": n_rows,
+                               "sensitivity": min(cut_sens, n_rows),
+                               "estimate_seconds": whole - per_row * (max_test - n_rows),
+                               "seeds_fit": seeds, "whole": False, "tier": tier,
+                               "needed": needed,
+                               "rank": _rank(needed <= budget, False, seeds, n_seeds, k, 1,
+                                             n_rows)})
+    fitting = [c for c in candidates if c["rank"][0]]
+    if fitting:
+        chosen = max(fitting, key=lambda c: c["rank"])
+    else:  # the cheapest required runs; across rungs, the cheapest wins
+        chosen = min((c for c in candidates if c["tier"] == "required"), key=lambda c: c["needed"])
+        chosen = {**chosen, "rank": (False, -chosen["needed"])}
+    return {**{key: v for key, v in chosen.items() if key not in ("tier", "needed")},
+            "lr_search": rung.trials > 1,
+            "lr_factors": list(LR_FACTORS) if rung.trials > 1 else [1.0],
+            "lean_epochs": rung.lean, "refit": rung.refit, "protocol": rung.name,
+            **_notes(t, train, chosen, ks[0], bool(fitting))}
+
+
+def _notes(t: dict, train: Task, chosen: dict, k_preferred: int, fits: bool) -> dict:
+    """{"notes": what the terminal prints, "cuts": what the sizes gave up (for gives_up)}."""
     unit = "per class" if train.kind == "classification" else "examples"
-    if chosen["k"] != ks[0]:
-        notes.append(f"k={chosen['k']} {unit} (not {ks[0]}) to fit the budget")
-    if not whole and not seeded and not fits:
-        notes.append(f"even one run per method needs about {chosen['required'] / 60:.0f} min: "
-                     "they run anyway; nothing else does")
-    elif not whole and not seeded:
-        notes.append(f"the whole plan needs about {chosen['estimate_seconds'] / 60:.0f} min, over "
-                     f"the {t['budget_minutes']:g} min budget: the runner skips the extra seeds "
-                     "and curve points that do not fit")
-    elif not whole:
-        notes.append(f"the whole plan needs about {chosen['estimate_seconds'] / 60:.0f} min, over "
-                     f"the {t['budget_minutes']:g} min budget: every seed at k fits on "
-                     f"{chosen['max_test']} test rows; the runner skips the curve points that do "
-                     "not fit")
-    return {**{k: v for k, v in chosen.items() if k not in ("required", "tiers", "per_row")},
-            "lr_search": lr_search, "lr_factors": list(LR_FACTORS) if lr_search else [1.0],
-            "lean_epochs": lean, "notes": notes, "whole": bool(whole)}
+    cuts = []
+    if chosen["k"] != k_preferred:
+        cuts.append(f"k={chosen['k']} {unit} (not {k_preferred}) to fit the budget")
+    minutes = f"{chosen['estimate_seconds'] / 60:.0f} min"
+    over = f"over the {t['budget_minutes']:g} min budget"
+    if not fits:
+        cuts.append(f"even one run per method needs about {chosen['needed'] / 60:.0f} min: "
+                    "they run anyway; nothing else does")
+    elif chosen["tier"] == "required":
+        cuts.append(f"the whole plan needs about {minutes}, {over}: the runner skips the extra "
+                    "seeds and curve points that do not fit")
+    elif chosen["tier"] == "spread":
+        cuts.append(f"the whole plan needs about {minutes}, {over}: {chosen['seeds_fit']} seeds "
+                    f"of every method at k fit on {chosen['max_test']} test rows; the runner "
+                    "skips the other seeds and the curve points that do not fit")
+    elif chosen["tier"] == "seeds":
+        cuts.append(f"the whole plan needs about {minutes}, {over}: every seed at k fits on "
+                    f"{chosen['max_test']} test rows; the runner skips the curve points that do "
+                    "not fit")
+    return {"notes": list(cuts), "cuts": cuts}
 
 
 def _curves(spec, train: Task, k: int, n_classes: int) -> list[list[int]]:
@@ -361,6 +493,8 @@ def _totals(plan, p: Probe, method_info: dict, train: Task, k: int, curve: list[
     t = plan.tree
     fixed = per_row = 0.0
     points = [(k, seeds or len(plan.seeds))] + [(c, 1) for c in curve if c != k]
+    for kk, runs in points:  # the shared template search, once per training sample
+        fixed += runs * p.search_passes * judged_rows(n_shots(train, kk), p.n_labels) * p.s_query
     for info in method_info.values():
         for kk, runs in points:
             n = n_shots(train, kk)

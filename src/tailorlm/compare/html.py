@@ -25,8 +25,8 @@ import re
 from dataclasses import dataclass
 
 from tailorlm.compare.baselines import lines as baseline_lines
-from tailorlm.compare.report import FIT_COLUMNS, constraints_line, fit_rows, separability_rows, \
-    wall_time
+from tailorlm.compare.report import FIT_COLUMNS, api_lines, constraints_line, fit_rows, \
+    separability_rows, wall_time
 
 PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#59a14f", "#b07aa1", "#76b7b2", "#edc948",
            "#9c755f", "#ff9da7", "#7f7f7f"]  # Tableau 10: distinct from each other on white
@@ -395,6 +395,21 @@ def _baselines(s: dict) -> str:
     return "<h2>Baselines</h2>" + _bullets(baseline_lines(s)) + warnings
 
 
+def _budget(s: dict) -> str:
+    """What sizing the plan to its budget gave up (compare/budget.py): k, seeds, the fit
+    protocol's refinements."""
+    given = s.get("plan_gives_up") or []
+    return ("<h2>What the budget gave up</h2>" + _bullets(given)) if given else ""
+
+
+def _api(s: dict) -> str:
+    """The methods run through an endpoint: tier, calls, cache hits, tokens, dollars (the same
+    lines as the terminal and markdown reports)."""
+    lines = api_lines(s)
+    return ('<h2>API usage</h2><ul data-table="api">' + "".join(
+        f"<li>{_e(line)}</li>" for line in lines) + "</ul>") if lines else ""
+
+
 def _fitted(s: dict, colors: dict[str, str]) -> str:
     if not s.get("methods"):
         return ""
@@ -461,6 +476,7 @@ def render_html(summary: dict) -> str:
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f'<title>tailorlm: {_e(s.get("task"))}</title><style>{CSS}</style></head><body>'
             f'{_header(s)}{_recommendation(s.get("recommendation"), colors)}'
-            f'{_methods_table(s, colors)}{_separability(s, colors)}{_baselines(s)}{_fitted(s, colors)}'
-            f'{_classes(s, colors)}{tables}<h2>Plots</h2><div class="plots">{"".join(plots)}'
+            f'{_methods_table(s, colors)}{_separability(s, colors)}{_baselines(s)}{_budget(s)}'
+            f'{_fitted(s, colors)}{_classes(s, colors)}{_api(s)}{tables}'
+            f'<h2>Plots</h2><div class="plots">{"".join(plots)}'
             f"</div>{skipped_html}</body></html>\n")

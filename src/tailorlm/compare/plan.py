@@ -4,12 +4,15 @@
     model: smollm2-135m              # or URL#NAME: an OpenAI-compatible endpoint (api: below)
     seeds: 3                         # a count (0, 1, 2) or a list
     budget_minutes: 30               # auto values are sized to it; the runner keeps to it
-    train: {k: auto, curve: auto, epochs: auto}   # shared by every method that has the option
+    train: {k: auto, curve: auto, epochs: auto, lr_search: auto, refit: auto}   # shared by every
+                                     # method that has the option; auto: sized to the budget
     eval: {max_test: auto, sensitivity: auto, metric: null, tie_level: 0.95}
     costs: {cpu_hour_usd: 0.10, ...} # prices for the cost projection (defaults: COSTS)
     methods:
       - prompt_template
       - lora: {r: 16}                # diff-only: the method's own defaults for the rest
+                                     # (none listed: DEFAULT_METHODS, + IF_IT_FITS where the
+                                     # budget holds them)
 
 Overrides are dotted paths into the same tree: typed values from code or the CLI's flags
 (`{"train.k": 64, "methods": ["lora"]}`), and text from the command line, each read once as YAML
@@ -51,6 +54,11 @@ def read_yaml(text: str):
     return yaml.load(text, Loader=_Loader)  # noqa: S506: a SafeLoader
 DEFAULT_METHODS = ["prompt_template", "few_shot", "soft_prompt", "lora", "full",
                    "lora+soft_prompt"]  # every family: prompt, soft prompt, fine tuning, hybrid
+# The default plan also lists these, run only where the budget holds them without giving up
+# anything it buys the others (seeds, k, the curve, test rows, the fit protocol): the sizing
+# leaves them out otherwise (compare/budget.py, plan.yaml `resolved.left_out`). A plan that
+# lists its methods runs what it lists.
+IF_IT_FITS = ["instruction_search"]
 
 # Prices the cost projection uses unless a plan says otherwise (USD). A 2-vCPU cloud VM is about
 # $0.10/h, an H100 about $2.50/h on demand; API prices are a small hosted model's per-token list
@@ -61,16 +69,20 @@ COSTS = {"cpu_hour_usd": 0.10, "gpu_hour_usd": 2.50,
 
 DATA_KEYS = ("train", "test", "val", "text_field", "label_field", "input_field", "target_field",
              "kind", "description", "verbalizer", "variant_field")
-SHARED = {"train": ("epochs", "batch_size"), "data": ("variant_field",)}  # -> methods' options
+SHARED = {"train": ("epochs", "batch_size", "refit"),
+          "data": ("variant_field",)}  # -> methods' options
 TREE = {  # every key a plan may hold, and its default
     "task": None, "data": {k: None for k in DATA_KEYS}, "model": "smollm2-135m",
     "dtype": "float32", "seeds": 3, "budget_minutes": 30,
+    # epochs: early stopping's cap; lr_search: try three lrs (auto | true | false); refit: on
+    # every row after the choice (auto | true | false); auto: where the budget allows
+    # (compare/budget.py's protocol ladder)
     "train": {"k": AUTO, "curve": AUTO, "epochs": AUTO, "batch_size": None,
-              "lr_search": AUTO},  # epochs: early stopping's cap; lr_search: auto | true | false
+              "lr_search": AUTO, "refit": AUTO},
     # tie_level: a method ties the best unless the best wins in this share of paired resamples
     "eval": {"max_test": AUTO, "sensitivity": AUTO, "train_score": True, "metric": None,
              "tie_level": 0.95},
-    "costs": dict(COSTS), "methods": list(DEFAULT_METHODS),
+    "costs": dict(COSTS), "methods": DEFAULT_METHODS + IF_IT_FITS,
     # model: URL#NAME (an OpenAI-compatible endpoint): the key's variable, hard caps, requests
     # in flight, and the scoring tier (auto: the best the endpoint offers; models/remote.py)
     "api": {"key_env": None, "max_usd": None, "max_calls": None, "concurrency": 4,
@@ -89,6 +101,7 @@ class Plan:
     tree: dict  # the checked tree, `auto` values still in it
     methods: list[MethodEntry]
     source: str = "default plan"
+    optional: list[str] = field(default_factory=list)  # IF_IT_FITS, where the default lists them
 
     def get(self, dotted: str):
         node = self.tree
@@ -141,7 +154,9 @@ def build_plan(raw: dict, overrides: list[str], source: str, values: dict | None
     if len(set(names)) != len(names):
         raise TailorError(f"{source}: a method is listed twice ({', '.join(names)}); give one "
                           "entry per method")
-    plan = Plan(tree, methods, source)
+    listed = "methods" in raw or any(key == "methods" for key, _ in items)
+    optional = [] if listed else [m for m in IF_IT_FITS if m in names]
+    plan = Plan(tree, methods, source, optional)
     check(plan)
     return plan
 
@@ -157,7 +172,8 @@ def prompt_only(plan: Plan) -> tuple[Plan, list[str]]:
         usable = sorted(n for n, spec in METHODS.items() if spec.family == "prompt")
         raise TailorError(f"--api-only: none of this plan's methods ({', '.join(dropped)}) works "
                           f"through an API; add a prompt method ({', '.join(usable)})")
-    slim = Plan(dict(plan.tree), kept, plan.source)
+    slim = Plan(dict(plan.tree), kept, plan.source,
+                [m for m in plan.optional if m in {e.method for e in kept}])
     slim.tree["methods"] = slim.to_dict()["methods"]
     return slim, dropped
 
@@ -177,9 +193,10 @@ def check(plan: Plan) -> None:
     for key in ("k", "epochs", "batch_size"):
         if t["train"][key] not in (AUTO, None):
             _positive(t["train"][key], f"train.{key}", src)
-    if t["train"]["lr_search"] not in (AUTO, True, False):
-        raise TailorError(f"{src}: train.lr_search is auto (where the budget allows), true or "
-                          f"false, not {t['train']['lr_search']!r}")
+    for key in ("lr_search", "refit"):
+        if t["train"][key] not in (AUTO, True, False):
+            raise TailorError(f"{src}: train.{key} is auto (where the budget allows), true or "
+                              f"false, not {t['train'][key]!r}")
     curve = t["train"]["curve"]
     if curve != AUTO and not (isinstance(curve, list) and all(
             isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in curve)):

@@ -98,6 +98,7 @@ def recommendation_lines(summary: dict) -> list[str]:
     lines += [f"Baseline: {line}" for line in baseline_lines(summary)]
     lines += [f"Curves: {c['text']}" for c in summary["crossings"]]
     lines += [f"Data: {w}" for w in summary.get("data_warnings") or []]
+    lines += [f"Budget: {g}" for g in summary.get("plan_gives_up") or []]
     if summary.get("rows_of_other_data"):
         lines.append(f"Left out: {summary['rows_of_other_data']} results rows of other data "
                      "(their data hashes differ from this plan's)")

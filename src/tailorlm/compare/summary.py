@@ -99,6 +99,7 @@ def summarize(rows: list[dict], plan: dict, constraints=None, *, skipped=(),
                                                               "score": zero["score_mean"]}},
         "rows_of_other_data": other_data,
         "data_warnings": [w for w in [resolved.get("duplicates")] if w],
+        "plan_gives_up": list(resolved.get("gives_up") or []),  # compare/budget.py size_plan
         "methods": methods, "curves": curves, "crossings": _crossings(curves),
         "pareto": _pareto(methods), "skipped": list(skipped),
         "api": _api_usage(rows),

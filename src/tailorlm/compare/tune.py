@@ -28,7 +28,7 @@ from tailorlm.engine.evaluate import Evaluation, evaluate
 from tailorlm.errors import TailorError
 from tailorlm.methods.artifact import (CARD_FILE, build_card, card_base_model, load_adapter,
                                        load_card, save_adapter, update_card)
-from tailorlm.methods.contract import check_backend
+from tailorlm.methods.contract import check_backend, train_report
 from tailorlm.methods.index import get_method
 from tailorlm.models.backend import Backend
 
@@ -52,9 +52,9 @@ class Tuned:
 
 
 def train_costs(adapter, backend: Backend) -> dict:
-    """What a fitted adapter reports of its training, read from its `train_result` if it has one:
-    tokens seen, estimated FLOPs, optimizer memory, and the parts of an adapter made of parts."""
-    report = getattr(adapter, "train_result", None) or {}
+    """What a fitted adapter reports of its training (contract.train_report): tokens seen,
+    estimated FLOPs, optimizer memory, and the parts of an adapter made of parts."""
+    report = train_report(adapter)
     out = {}
     if report.get("tokens_seen"):
         out["train_tokens"] = int(report["tokens_seen"])
@@ -71,7 +71,7 @@ def fit_seconds(adapter, wall: float) -> float:
     """The whole fit's seconds across resumes: `wall` (this call) or the training loop's total
     over every run of it, which its checkpoints carry (`train_seconds`), whichever is larger.
     Setup outside the loop in runs that were killed is not counted."""
-    report = getattr(adapter, "train_result", None) or {}
+    report = train_report(adapter)
     return max(float(wall), float(report.get("train_seconds") or 0.0))
 
 

@@ -80,6 +80,13 @@ class MethodSpec:
     # What break-even is measured against: the method with the highest priority present in a
     # comparison (few_shot 2, prompt_template 1); 0 = never the reference.
     break_even_reference: int = 0
+    # The adapter before any fitting, for a method that has one (text prompts: the task's default
+    # template, uncalibrated): what compare/budget.py's probe times (`zero_shot_adapter`).
+    unfitted: Callable[[Task], "Adapter"] | None = None
+    # Passes over the judged rows a method that trains nothing scores to choose its prompt,
+    # beyond the shared template search, given its config (compare/budget.py sizes plans with
+    # it); None: the budget's default for a prompt method.
+    choice_passes: Callable[[Any], float] | None = None
 
     @property
     def needs_weights(self) -> bool:
@@ -125,6 +132,25 @@ def choose(name: str, value: Any, allowed: tuple) -> None:
 #   adapter.reworded(t)     the fitted adapter read through another wording (prompt sensitivity)
 #   adapter.demos           fixed demonstrations; adapter.reordered(order) reorders them
 #   adapter.bias            a label bias (contextual calibration), refitted for each new wording
+#   adapter.train_result    what the fit recorded of its training (methods/trainable.py)
+
+
+def train_report(adapter) -> dict:
+    """What the fit recorded of its training: tokens seen, seconds, the chosen lr and epochs, a
+    hybrid's parts (methods/trainable.py `fit_trainable`); {} for an adapter that trains nothing."""
+    return dict(getattr(adapter, "train_result", None) or {})
+
+
+def zero_shot_adapter(task: Task) -> "Adapter":
+    """The zero-shot reference method's adapter before any fitting (`MethodSpec.unfitted`): what
+    a budget probe times, asked of the registered methods, never built by name."""
+    from tailorlm.methods.index import METHODS
+
+    for spec in METHODS.values():
+        if spec.zero_shot_reference and spec.unfitted is not None:
+            return spec.unfitted(task)
+    raise TailorError("no registered method offers an unfitted zero-shot adapter "
+                      "(MethodSpec.unfitted)")
 
 
 def held_out_ids(adapter) -> set[str]:

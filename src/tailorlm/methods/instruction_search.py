@@ -175,10 +175,15 @@ def seed_instructions(task: Task, base) -> list[str]:
 
 
 def edit(instruction: str, pool: list[str], rng: np.random.Generator) -> str:
-    """One GrIPS edit of `instruction`: delete, swap, paraphrase or add (an empty one: add)."""
+    """One GrIPS edit of `instruction`: delete, swap, paraphrase or add (an empty one: add).
+    An add inserts a phrase the instruction does not already hold: a repeated sentence ("Be
+    concise. Be concise.") says nothing new and only fits the judged rows' noise."""
     phrases = _split(instruction)
-    ops = ["add"] + (["delete", "paraphrase"] if phrases else []) + \
+    fresh = _fresh(phrases, pool)
+    ops = (["add"] if fresh else []) + (["delete", "paraphrase"] if phrases else []) + \
         (["swap"] if len(phrases) > 1 else [])
+    if not ops:  # nothing to delete and nothing new to add
+        return instruction
     op = ops[int(rng.integers(len(ops)))]
     if op == "delete":
         del phrases[int(rng.integers(len(phrases)))]
@@ -189,8 +194,10 @@ def edit(instruction: str, pool: list[str], rng: np.random.Generator) -> str:
         i = int(rng.integers(len(phrases)))
         words = phrases[i].split(" ")
         spots = [k for k, w in enumerate(words) if _bare(w) in SYNONYMS]
-        if not spots:  # no word in the table: add a phrase instead
-            phrases.append(pool[int(rng.integers(len(pool)))])
+        if not spots and fresh:  # no word in the table: add a new phrase instead
+            phrases.append(fresh[int(rng.integers(len(fresh)))])
+        elif not spots:  # nor a new phrase: delete one
+            del phrases[int(rng.integers(len(phrases)))]
         else:
             k = spots[int(rng.integers(len(spots)))]
             bare = _bare(words[k])
@@ -200,8 +207,18 @@ def edit(instruction: str, pool: list[str], rng: np.random.Generator) -> str:
             words[k] = re.sub(re.escape(bare), new, words[k], count=1, flags=re.IGNORECASE)
             phrases[i] = " ".join(words)
     else:
-        phrases.insert(int(rng.integers(len(phrases) + 1)), pool[int(rng.integers(len(pool)))])
+        phrases.insert(int(rng.integers(len(phrases) + 1)), fresh[int(rng.integers(len(fresh)))])
     return _join(phrases)
+
+
+def _fresh(phrases: list[str], pool: list[str]) -> list[str]:
+    """The pool's phrases that `phrases` does not already hold (case and spacing aside)."""
+    held = {_norm(p) for p in phrases}
+    return [p for p in pool if _norm(p) not in held]
+
+
+def _norm(phrase: str) -> str:
+    return " ".join(phrase.lower().split())
 
 
 def propose(proposer, scored: dict, judge: Task, n: int, round_: int) -> list[str]:
@@ -320,4 +337,18 @@ def _phrases(seeds: list[str]) -> list[str]:
     return list(dict.fromkeys(p for s in seeds for p in _split(s)))
 
 
-register(MethodSpec(NAME, InstructionSearchConfig, fit, from_state, family="prompt"))
+MAX_SEEDS = 5  # seed_instructions gives at most: none, three from the labels and cue, the description
+
+
+def choice_passes(config: InstructionSearchConfig) -> float:
+    """Passes over the judged rows the search scores, for compare/budget.py: every seed, each
+    round's edits (and proposals, whose own chat calls are not counted here), and the winner's
+    calibration. A pass is one query per judged row: through an API, one call per row (tiers a,
+    b, c alike), with the row's tokens and the instruction's. `max_seconds` (and the API caps)
+    may stop it sooner: the estimate is the search run to its last round."""
+    per_round = config.edits_per_round + (config.proposals_per_round if config.proposer else 0)
+    return MAX_SEEDS + config.rounds * per_round + 1
+
+
+register(MethodSpec(NAME, InstructionSearchConfig, fit, from_state, family="prompt",
+                    choice_passes=choice_passes))

@@ -64,5 +64,11 @@ def from_state(config: PromptTemplateConfig, state: dict, directory=None) -> Pro
     return PromptAdapter.from_state(NAME, config, state)
 
 
+def unfitted(task: Task) -> PromptAdapter:
+    """Zero-shot before any data is seen: the task's default template, uncalibrated."""
+    config = PromptTemplateConfig(template="default", calibrate="off")
+    return PromptAdapter(NAME, config, task.with_examples([]), resolve("default", task))
+
+
 register(MethodSpec(NAME, PromptTemplateConfig, fit, from_state, family="prompt",
-                     zero_shot_reference=True, break_even_reference=1))
+                     zero_shot_reference=True, break_even_reference=1, unfitted=unfitted))
