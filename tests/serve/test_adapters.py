@@ -74,10 +74,21 @@ def test_a_running_request_finishes_on_the_version_it_started_with(own_registry)
         assert served(client, "g@production", **kw)[0] == "g:2"
 
 
+def resident_sizes(registry_root, names) -> dict[str, int]:
+    """Each adapter's resident bytes (Served.nbytes: its weights and the key/value caches its
+    first request fills) as the engine counts them, measured on a server with room for all."""
+    app = make_app(registry_root)
+    with LiveServer(app) as s:
+        client = openai.OpenAI(base_url=s.url, api_key=KEY, max_retries=0)
+        for name in names:
+            served(client, name)
+        return {e.served.name.split(":")[0]: e.served.nbytes
+                for e in app.tailor.cache._entries.values()}
+
+
 def test_lru_keeps_resident_adapters_under_the_cap(registry_root, adapter_folders):
-    sizes = {name: sum(p.stat().st_size for p in adapter_folders[name].rglob("*.safetensors"))
-             for name in ("sentiment-lora", "sentiment-soft")}
-    assert all(sizes.values())
+    sizes = resident_sizes(registry_root, ("sentiment-lora", "sentiment-soft"))
+    assert sorted(sizes) == ["sentiment-lora", "sentiment-soft"] and all(sizes.values())
     cap_mb = (max(sizes.values()) + min(sizes.values()) / 2) / 1e6  # room for one, not both
     app = make_app(registry_root, max_resident_mb=cap_mb)
     cache = app.tailor.cache

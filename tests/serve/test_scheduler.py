@@ -37,7 +37,7 @@ class FakeEngine:
     def classify(self, rows):
         return self._run("classify", rows)
 
-    def generate(self, rows):
+    def generate(self, rows, admit=None):
         return self._run("generate", rows)
 
 
@@ -129,3 +129,41 @@ def test_batches_hold_whole_requests_up_to_max_batch():
     finally:
         s.stop()
     assert [rows for _, rows in engine.calls] == [["a", "a"], ["b", "b"], ["c", "c"]]
+
+
+class AdmittingEngine(FakeEngine):
+    """Generation that asks `admit` for more rows at each of its 20 decoding steps (50 ms)."""
+
+    def generate(self, rows, admit=None):
+        self.gate.wait(10)
+        rows = list(rows)
+        for _ in range(20):
+            if admit is not None:
+                rows += admit(8)
+            threading.Event().wait(0.05)
+        self.calls.append(("generate", [r.adapter for r in rows]))
+        return [(r.adapter, r.text) for r in rows]
+
+
+def test_generation_requests_join_a_running_generation_until_another_kind_waits():
+    engine = AdmittingEngine()
+    s = Scheduler(engine, max_queue=16, max_batch=32)
+    s.start()
+
+    async def go():
+        first = s.submit("generate", [Row("a", "x")])
+        await asyncio.sleep(0.1)  # `first` is in its engine call, held at the gate
+        joined = s.submit("generate", [Row("b", "y"), Row("b", "z")])
+        engine.gate.set()
+        await asyncio.sleep(0.3)  # `joined` was admitted at a decoding step
+        classified = s.submit("classify", [Row("c", "t")])
+        after = s.submit("generate", [Row("d", "u")])  # not admitted: a classification waits
+        return [await t.future for t in (first, joined, classified, after)]
+
+    try:
+        results = run(go())
+    finally:
+        s.stop()
+    assert results == [[("a", "x")], [("b", "y"), ("b", "z")], [("c", "t")], [("d", "u")]]
+    assert engine.calls == [("generate", ["a", "b", "b"]), ("classify", ["c"]),
+                            ("generate", ["d"])]

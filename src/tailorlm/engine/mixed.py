@@ -324,13 +324,17 @@ class BatchEngine:
         d, req = job.decoder, job.req
         if d.finish is None:
             d.finish = "length"  # max_tokens 0
+        # echo gives the prompt's own tokens: the BOS a tokenizer puts first (Gemma) is not
+        # in the prompt's text, so it is left out and the tokens join back to that text
+        bos = self.base.bos_ids
+        skip = len(bos) if bos and job.prompt_ids[:len(bos)] == bos else 0
         job.result = GenerateResult(
             text=d.text, finish_reason=d.finish,
             prompt_tokens=job.row.n_prefix + len(job.row.own), completion_tokens=d.n,
             tokens=d.tokens, token_logprobs=d.token_logprobs, top_logprobs=d.top,
-            prompt_token_strs=[self.base.tokenizer.decode([t]) for t in job.prompt_ids]
+            prompt_token_strs=[self.base.tokenizer.decode([t]) for t in job.prompt_ids[skip:]]
             if req.echo else None,
-            prompt_token_logprobs=job.prompt_logprobs if req.echo else None)
+            prompt_token_logprobs=job.prompt_logprobs[skip:] if req.echo else None)
         if req.on_done is not None:
             req.on_done(job.result)
 

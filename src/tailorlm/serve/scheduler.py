@@ -5,12 +5,17 @@
         every round, the worker takes whatever is waiting (up to --max-batch rows, whole
         requests only, any adapters) and makes at most two engine calls:
             engine.classify(all classification rows)   one mixed batch
-            engine.generate(all generation rows)       one mixed batch
-        then hands each request its rows' results ◄──┘
+            engine.generate(all generation rows)       one mixed batch, which admits
+                                                       generation requests that arrive while
+                                                       it decodes (continuous batching)
+        and hands each request its rows' results as they finish ◄──┘
 
 Torch on a CPU computes one batch at a time well and two at once badly, so one thread owns the
-engine: adapter loads and unloads run on it too (`call`), never beside a batch. Requests that
-arrive while a batch runs wait and form the next one. A request whose client went away or whose
+engine: adapter loads and unloads run on it too (`call`), never beside a batch. Generation
+requests that arrive while generation rows decode join them at the next step, while nothing else
+waits; a classification request or an adapter load that arrives stops the admitting, so the
+decoding drains and the next round serves it. Other requests that arrive while a batch runs wait
+and form the next one. A request whose client went away or whose
 time ran out before its batch started is dropped there; one that is running stops at its next
 token (its rows' `cancelled()` turns true). If an engine call fails, its requests are run again
 one by one, so one bad row fails one request, not its batch-mates.
@@ -42,6 +47,7 @@ class Ticket:
     future: asyncio.Future | None = None
     loop: asyncio.AbstractEventLoop | None = None
     cancel_event: threading.Event = field(default_factory=threading.Event)
+    answered: bool = False  # every row's result handed over (generation answers row by row)
 
     def cancel(self) -> None:
         self.cancel_event.set()
@@ -131,11 +137,12 @@ class Scheduler:
                 except BaseException as e:  # noqa: BLE001 - handed to the waiting request
                     t.resolve(error=e)
             batch = [t for t in batch if not self._dropped(t)]
-            for kind, run in (("classify", self.engine.classify),
-                              ("generate", self.engine.generate)):
-                group = [t for t in batch if t.kind == kind]
-                if group:
-                    self._run_group(kind, run, group)
+            group = [t for t in batch if t.kind == "classify"]
+            if group:
+                self._run_group("classify", self.engine.classify, group)
+            group = [t for t in batch if t.kind == "generate"]
+            if group:
+                self._run_generate(group)
 
     def _take(self) -> tuple[list[Ticket], list[Ticket]]:
         calls = [t for t in self._waiting if t.kind == "call"]
@@ -174,6 +181,67 @@ class Scheduler:
         for t in group:
             t.resolve(results[at:at + len(t.rows)])
             at += len(t.rows)
+
+    def _run_generate(self, group: list[Ticket]) -> None:
+        """One engine.generate call for `group`, admitting waiting generation requests at its
+        decoding steps; each request is answered as soon as its last row finishes."""
+        tickets = list(group)
+
+        def admit(room: int) -> list:
+            taken = self._admit(room)
+            self._watch(taken)
+            tickets.extend(taken)
+            return [r for t in taken for r in t.rows]
+
+        self._watch(group)
+        if self.metrics is not None:
+            self.metrics.batch.labels("generate").observe(sum(len(t.rows) for t in group))
+        try:
+            results = self.engine.generate([r for t in group for r in t.rows], admit=admit)
+        except Exception:  # noqa: BLE001 - find the request that failed, alone
+            for t in tickets:
+                if not t.answered:
+                    self._fail(t, self.engine.generate)
+            return
+        at = 0  # the call's results: its own rows, then the admitted ones, in order
+        for t in tickets:
+            if not t.answered:
+                t.answered = True
+                t.resolve(results[at:at + len(t.rows)])
+            at += len(t.rows)
+
+    def _watch(self, tickets: list[Ticket]) -> None:
+        """Answer each ticket when its last row's result arrives (GenerateRequest.on_done)."""
+        for t in tickets:
+            results = [None] * len(t.rows)
+            left = [len(t.rows)]
+            for i, row in enumerate(t.rows):
+                def done(result, t=t, i=i, results=results, left=left):
+                    results[i] = result
+                    left[0] -= 1
+                    if left[0] == 0:
+                        t.answered = True
+                        t.resolve(results)
+                row.on_done = done
+
+    def _admit(self, room: int) -> list[Ticket]:
+        """Waiting generation requests (whole, in order) that fit in `room` rows; none while a
+        request of another kind or an adapter load waits (the decoding then drains for it)."""
+        with self._cond:
+            if self._stop or any(t.kind != "generate" for t in self._waiting):
+                return []
+            taken = []
+            for t in self._waiting:
+                if len(t.rows) > room:
+                    break
+                if not self._dropped(t):
+                    taken.append(t)
+                    room -= len(t.rows)
+            ids = set(map(id, taken))
+            self._waiting = deque(t for t in self._waiting
+                                  if id(t) not in ids and not t.cancelled())
+            self._gauge()
+            return taken
 
     def _fail(self, t: Ticket, run) -> None:
         try:
