@@ -168,8 +168,18 @@ def test_wrong_method_and_unknown_route(server):
 
 
 def test_dropped_stream_stops_its_generation(server):
-    """A client that goes away mid-stream: its row is cancelled, the server stays healthy."""
+    """A client that goes away mid-stream: its row is cancelled, the server stays healthy.
+    Each streamed token is slowed (10 ms) so the 400-token generation outlasts the client."""
     before = _count(server, 'status="499"')
+    engine = server.app.tailor.scheduler.engine
+    real = engine.generate
+
+    def slowed(rows, **kw):
+        for row in rows:
+            if row.on_token is not None:
+                row.on_token = lambda piece, emit=row.on_token: (time.sleep(0.01), emit(piece))
+        return real(rows, **kw)
+    engine.generate = slowed
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
     body = json.dumps({"model": "tiny", "prompt": "the cat", "max_tokens": 400,
                        "temperature": 1.0, "stream": True, "seed": 1}).encode()
@@ -185,6 +195,7 @@ def test_dropped_stream_stops_its_generation(server):
     deadline = time.time() + 20
     while _count(server, 'status="499"') == before and time.time() < deadline:
         time.sleep(0.1)
+    engine.generate = real
     assert _count(server, 'status="499"') == before + 1
     assert_healthy(server)
 
@@ -207,9 +218,9 @@ def _slow(app, seconds):
     engine = app.tailor.scheduler.engine
     real = engine.generate
 
-    def slow(rows):
+    def slow(rows, **kw):
         time.sleep(seconds)
-        return real(rows)
+        return real(rows, **kw)
     engine.generate = slow
 
 
