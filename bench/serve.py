@@ -28,9 +28,11 @@ Goals (issue 12): 8 adapters of all four kinds mixed >= 0.8x the same load on on
 harmonic mean of the one-adapter rows of the four kinds: the time the same requests would take
 if each kind's share ran on its own adapter), >= 3x peft-switch; LoRA-only mixed >= peft-mixed.
 
-The generation workload (--generation): e2e inputs (restaurant attributes -> a sentence), eight
-generation adapters of the same four kinds fitted the same way on 16 e2e rows (prompt_template
-for the prompt kind), greedy, at most --max-tokens tokens. tailorlm decodes the stream with
+The generation workload (--generation): eight generation adapters of the same four kinds
+fitted the same way on 16 e2e rows (prompt_template for the prompt kind), each request a raw
+prompt (GEN_PROMPT around an e2e input) decoded greedily through the adapter's weights and
+virtual tokens (a text-prompt adapter adds nothing to a raw prompt: that kind is the base) up
+to --max-tokens tokens or the adapter's stop string (a newline). tailorlm decodes the stream with
 continuous batching (requests join the running batch at each step, --concurrency rows at most);
 peft-switch runs `generate` per request after `set_adapter`, told to make exactly as many tokens
 as tailorlm's answer had (the same work).
@@ -113,14 +115,17 @@ def make_generation_adapters(base, train, work: Path) -> dict[str, Path]:
     return folders
 
 
+GEN_PROMPT = "Write a review of this restaurant ({x}).\nReview: The"
+
+
 def run_tailor_generate(engine, served, stream, batch: int, max_tokens: int) -> dict:
     """The stream through one engine.generate call with continuous batching: `batch` rows
     start, the rest join at decoding steps as rows finish (what the server's worker does)."""
     from tailorlm.engine.mixed import GenerateRequest
 
     def request(item):
-        return GenerateRequest(served[item[0]], text=item[1], max_tokens=max_tokens,
-                               temperature=0.0)
+        return GenerateRequest(served[item[0]], prompt=GEN_PROMPT.format(x=item[1]),
+                               max_tokens=max_tokens, temperature=0.0)
 
     waiting = list(stream[batch:])
 
@@ -245,7 +250,7 @@ class PeftPeer:
             model = self.models.get(method, self.base.model)
             if method in self.models:
                 model.set_adapter(name)
-            ids = torch.tensor([self.ids(name, text)])
+            ids = torch.tensor([self.base.bos_ids + self.base.encode(GEN_PROMPT.format(x=text))])
             out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
                                  max_new_tokens=max(n, 1), min_new_tokens=max(n, 1),
                                  do_sample=False, pad_token_id=self.base.tokenizer.eos_token_id)
@@ -381,12 +386,52 @@ def generation_part(base, engine, args, work: Path) -> dict:
     return results
 
 
+def classification_part(base, engine, args, work: Path, folders, texts, test) -> dict:
+    adapters = {n: load_adapter(f) for n, f in folders.items()}
+    served = {n: engine.load(f, n) for n, f in folders.items()}
+    peer = PeftPeer(base, adapters, folders)
+    names, results = list(folders), {}
+    warm = streams(names, texts, args.concurrency, False)
+    run_tailor(engine, served, warm, args.concurrency)
+    peer.switch(warm[:4], test)
+    results["base (no adapter), 1 token"] = {"tailorlm": run_base(
+        engine, streams(["base"], texts, args.requests, False), args.concurrency)}
+    for label, (chosen, skewed) in mixes(names).items():
+        stream = streams(chosen, texts, args.requests, skewed)
+        row = {"tailorlm": run_tailor(engine, served, stream, args.concurrency),
+               "peft-switch": peer.switch(stream, test)}
+        if all(adapters[n].method == "lora" for n in chosen):
+            row["peft-mixed"] = peer.mixed_lora(stream, test, args.concurrency)
+        agree = [a == b for a, b in zip(row["tailorlm"]["labels"],
+                                        row["peft-switch"]["labels"])]
+        row["label_agreement_with_peft"] = sum(agree) / len(agree)
+        for r in row.values():
+            if isinstance(r, dict):
+                r.pop("labels", None)
+        results[label] = row
+        print(label, json.dumps(row), flush=True)
+    singles = [results[f"1 adapter: {k}"]["tailorlm"]["rps"] for k in KINDS]
+    mixed8 = results["8 mixed, uniform"]
+    results["goals"] = {
+        "mixed8_vs_one_adapter": mixed8["tailorlm"]["rps"]
+        / (len(singles) / sum(1 / x for x in singles)),
+        "mixed8_vs_fastest_one_adapter": mixed8["tailorlm"]["rps"] / max(singles),
+        "mixed8_vs_peft_switch": mixed8["tailorlm"]["rps"] / mixed8["peft-switch"]["rps"],
+        "lora_mixed_vs_peft_mixed": (results["lora only (2)"]["tailorlm"]["rps"]
+                                     / results["lora only (2)"]["peft-mixed"]["rps"]),
+    }
+    print("goals", json.dumps(results["goals"]), flush=True)
+    return results
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--requests", type=int, default=96)
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--http", action="store_true", help="also drive `tailor serve` over HTTP")
     p.add_argument("--generation", action="store_true", help="also the generation workload")
+    p.add_argument("--no-classification", action="store_true",
+                   help="skip the classification workload (part 1)")
     p.add_argument("--max-tokens", type=int, default=24)
     p.add_argument("--work", help="adapter folders (kept between runs; default: a temp folder)")
     p.add_argument("--json", help="write the results here")
@@ -403,53 +448,19 @@ def main() -> None:
         t0 = time.perf_counter()
         folders = make_adapters(base, train, work)
         print(f"adapters ready in {time.perf_counter() - t0:.0f} s", flush=True)
-        adapters = {n: load_adapter(f) for n, f in folders.items()}
         engine = BatchEngine(base)
-        served = {n: engine.load(f, n) for n, f in folders.items()}
-        peer = PeftPeer(base, adapters, folders)
-        names, results = list(folders), {}
-
-        warm = streams(names, texts, args.concurrency, False)
-        run_tailor(engine, served, warm, args.concurrency)
-        peer.switch(warm[:4], test)
-        results["base (no adapter), 1 token"] = {"tailorlm": run_base(
-            engine, streams(["base"], texts, args.requests, False), args.concurrency)}
-        for label, (chosen, skewed) in mixes(names).items():
-            stream = streams(chosen, texts, args.requests, skewed)
-            row = {"tailorlm": run_tailor(engine, served, stream, args.concurrency),
-                   "peft-switch": peer.switch(stream, test)}
-            if all(adapters[n].method == "lora" for n in chosen):
-                row["peft-mixed"] = peer.mixed_lora(stream, test, args.concurrency)
-            agree = [a == b for a, b in zip(row["tailorlm"]["labels"],
-                                            row["peft-switch"]["labels"])]
-            row["label_agreement_with_peft"] = sum(agree) / len(agree)
-            for r in row.values():
-                if isinstance(r, dict):
-                    r.pop("labels", None)
-            results[label] = row
-            print(label, json.dumps(row), flush=True)
-
-        singles = [results[f"1 adapter: {k}"]["tailorlm"]["rps"] for k in KINDS]
-        one = len(singles) / sum(1 / s for s in singles)
-        mixed8 = results["8 mixed, uniform"]
-        goals = {
-            "mixed8_vs_one_adapter": mixed8["tailorlm"]["rps"] / one,
-            "mixed8_vs_fastest_one_adapter": mixed8["tailorlm"]["rps"] / max(singles),
-            "mixed8_vs_peft_switch": mixed8["tailorlm"]["rps"] / mixed8["peft-switch"]["rps"],
-            "lora_mixed_vs_peft_mixed": (results["lora only (2)"]["tailorlm"]["rps"]
-                                         / results["lora only (2)"]["peft-mixed"]["rps"]),
-        }
-        print("goals", json.dumps(goals), flush=True)
+        out, goals = {"requests": args.requests, "concurrency": args.concurrency,
+                      "threads": torch.get_num_threads()}, {}
+        if not args.no_classification:
+            out["classification"] = classification_part(base, engine, args, work, folders,
+                                                        texts, test)
+            goals.update(out["classification"].pop("goals"))
         if args.generation:
-            out_gen = generation_part(base, engine, args, work)
-            goals.update(out_gen.pop("goals"))
-        out = {"engine": results, "goals": goals, "requests": args.requests,
-               "concurrency": args.concurrency, "threads": torch.get_num_threads(),
-               "load_average": os.getloadavg()}
-        if args.generation:
-            out["generation"] = out_gen
+            out["generation"] = generation_part(base, engine, args, work)
+            goals.update(out["generation"].pop("goals"))
         if args.http:
             out["http"] = http_part(folders, texts, args)
+        out["goals"], out["load_average"] = goals, os.getloadavg()
         if args.json:
             Path(args.json).write_text(json.dumps(out, indent=2))
 
