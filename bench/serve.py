@@ -79,14 +79,16 @@ KINDS = {  # name prefix -> (method, config)
 }
 
 
-def make_adapters(base, train, work: Path) -> dict[str, Path]:
-    """Two adapters of each kind, fitted briefly and saved as tailorlm adapter folders."""
+def make_adapters(base, train, work: Path, kinds: dict = KINDS,
+                  prefix: str = "") -> dict[str, Path]:
+    """Two adapters of each kind, fitted briefly on 16 rows and saved as tailorlm adapter
+    folders (kept in `work`: a rerun fits nothing)."""
     rows = train.with_examples(train.examples[:16])
     folders = {}
-    for prefix, (method, config) in KINDS.items():
+    for kind, (method, config) in kinds.items():
         spec = get_method(method)
         for seed in (0, 1):
-            name = f"{prefix}-{seed}"
+            name = f"{prefix}{kind}-{seed}"
             folder = work / name
             if not (folder / "adapter.json").is_file():
                 adapter = spec.fit(base, rows, None, spec.config.from_dict(config), seed=seed)
@@ -99,20 +101,6 @@ GEN_KINDS = {  # the same kinds for a generation task: the prompt kind is a fixe
     "prompt": ("prompt_template", {"template": "default"}),
     **{k: v for k, v in KINDS.items() if k != "prompt"},
 }
-
-
-def make_generation_adapters(base, train, work: Path) -> dict[str, Path]:
-    rows = train.with_examples(train.examples[:16])
-    folders = {}
-    for prefix, (method, config) in GEN_KINDS.items():
-        spec = get_method(method)
-        for seed in (0, 1):
-            name, folder = f"gen-{prefix}-{seed}", work / f"gen-{prefix}-{seed}"
-            if not (folder / "adapter.json").is_file():
-                adapter = spec.fit(base, rows, None, spec.config.from_dict(config), seed=seed)
-                save_adapter(adapter, folder, build_card(adapter, base, rows, train=rows))
-            folders[name] = folder
-    return folders
 
 
 GEN_PROMPT = "Write a review of this restaurant ({x}).\nReview: The"
@@ -359,7 +347,7 @@ def http_part(folders, texts, args) -> dict:
 def generation_part(base, engine, args, work: Path) -> dict:
     train, test = load_data("e2e", "test", n=max(args.requests, 64))
     texts = [e.input for e in test.examples]
-    folders = make_generation_adapters(base, train, work)
+    folders = make_adapters(base, train, work, GEN_KINDS, prefix="gen-")
     adapters = {n: load_adapter(f) for n, f in folders.items()}
     served = {n: engine.load(f, n) for n, f in folders.items()}
     peer = PeftPeer(base, adapters, folders)

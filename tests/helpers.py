@@ -65,3 +65,23 @@ def sentiment_task(n_per_class: int = 6) -> Task:
 def write_jsonl(path, rows):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+def wait_until_up(url: str, proc, what: str, seconds: float = 120, log=None) -> None:
+    """Poll `url` until it answers; fail the test (with the end of `log`, a Path, if given)
+    when `proc` exits or `seconds` pass first. For servers a test starts as a subprocess."""
+    import time
+    import urllib.request
+
+    import pytest
+
+    deadline = time.time() + seconds
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2).read()
+            return
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                tail = log.read_text()[-2000:] if log is not None else ""
+                pytest.fail(f"{what} did not start within {seconds:.0f} s {tail}")
+            time.sleep(0.5)

@@ -12,14 +12,13 @@ Every request loop is bounded (rows, max_tokens, timeouts) and the server is sto
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fake_openai import FakeServer, _free_port
+from helpers import wait_until_up
 from tailorlm.data.load import load_task
 from tailorlm.engine.evaluate import label_scores, predict
 from tailorlm.engine.generate import generate
@@ -47,15 +46,7 @@ def transformers_serve(smollm2):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/v1"
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(url + "/models", timeout=2).read()
-                break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    pytest.fail("transformers serve did not start within 120 s")
-                time.sleep(0.5)
+        wait_until_up(url + "/models", proc, "transformers serve")
         yield url, smollm2.path
     finally:
         proc.terminate()

@@ -9,14 +9,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 
 import numpy as np
 import pytest
 import torch
 
 from integration.conftest import smollm2, smollm2_home_module  # noqa: F401 (fixtures)
+from helpers import wait_until_up
 from serve.live import free_port
 
 pytestmark = pytest.mark.integration
@@ -50,15 +49,7 @@ def tailor_serve(smollm2, smollm2_home, router, tmp_path_factory):
                             env=env, stdout=subprocess.DEVNULL, stderr=open(log, "w"))
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(url + "/health", timeout=2).read()
-                break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    pytest.fail("tailor serve did not start: " + log.read_text()[-2000:])
-                time.sleep(0.5)
+        wait_until_up(url + "/health", proc, "tailor serve", log=log)
         yield url + "/v1"
     finally:
         proc.terminate()
