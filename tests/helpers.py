@@ -85,3 +85,14 @@ def wait_until_up(url: str, proc, what: str, seconds: float = 120, log=None) -> 
                 tail = log.read_text()[-2000:] if log is not None else ""
                 pytest.fail(f"{what} did not start within {seconds:.0f} s {tail}")
             time.sleep(0.5)
+
+
+def stop_process(proc, seconds: float = 20) -> None:
+    """Terminate a server a test started; kill it if it has not exited within `seconds`."""
+    import subprocess
+
+    proc.terminate()
+    try:
+        proc.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        proc.kill()

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from fake_openai import FakeServer, _free_port
-from helpers import wait_until_up
+from helpers import stop_process, wait_until_up
 from tailorlm.data.load import load_task
 from tailorlm.engine.evaluate import label_scores, predict
 from tailorlm.engine.generate import generate
@@ -49,11 +49,7 @@ def transformers_serve(smollm2):
         wait_until_up(url + "/models", proc, "transformers serve")
         yield url, smollm2.path
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
 
 
 def sst2_rows(n: int, split: str = "test"):

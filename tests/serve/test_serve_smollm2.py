@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from integration.conftest import smollm2, smollm2_home_module  # noqa: F401 (fixtures)
-from helpers import wait_until_up
+from helpers import stop_process, wait_until_up
 from serve.live import free_port
 
 pytestmark = pytest.mark.integration
@@ -52,11 +52,7 @@ def tailor_serve(smollm2, smollm2_home, router, tmp_path_factory):
         wait_until_up(url + "/health", proc, "tailor serve", log=log)
         yield url + "/v1"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
 
 
 def test_classification_adapter_answers_tailor_evals_label(smollm2, router, tailor_serve):
