@@ -207,3 +207,20 @@ def test_the_plans_metric_reaches_a_learning_methods_checkpoint_choice(backend, 
         {"epochs": 2, "n_virtual": 2, "template": "text_label"}), seed=0, metric="macro_f1")
     assert seen and set(seen) == {"macro_f1"}
     assert adapter.train_result["fit"]["metric"] == "macro_f1"
+
+
+def test_one_row_per_class_holds_nothing_out_and_fits(backend):
+    """k=1 per class: a stratified split can spare no row, so every row trains (no early
+    stopping) instead of failing on an empty validation set."""
+    from tailorlm.data.task import Example, Task
+
+    labels = [f"c{i}" for i in range(10)]
+    task = Task(name="ten", kind="classification", labels=labels,
+                examples=[Example(input=f"text {i}", target=lab, label=lab)
+                          for i, lab in enumerate(labels)])
+    fit_rows, judge = trainable.held_out(task, None, seed=0)
+    assert judge is None and len(fit_rows) == 10
+    spec = get_method("soft_prompt")
+    adapter = spec.fit(backend, task, None, spec.config.from_dict({"epochs": 1, "n_virtual": 2}),
+                       seed=0)
+    assert adapter.held_out == []

@@ -91,13 +91,15 @@ def choose_template(backend: Backend, config: TrainFields, train: Task, val: Tas
 
 def held_out(train: Task, val: Task | None, seed: int) -> tuple[Task, Task | None]:
     """(rows to train on, rows to judge on): the user's validation rows, else a quarter of the
-    training rows (stratified; the last quarter for generation), else none under 8 rows."""
+    training rows (stratified; the last quarter for generation), else none: under 8 rows, or
+    when no label has two rows to spare one (k=1 per class), every row trains."""
     if val is not None and len(val):
         return train, val
     if len(train) < 8:
         return train, None
     if train.kind == "classification":
-        return split(train, VAL_FRACTION, seed)
+        fit_rows, judge = split(train, VAL_FRACTION, seed)
+        return (fit_rows, judge) if len(judge) else (train, None)
     cut = int(len(train) * (1 - VAL_FRACTION))
     return train.with_examples(train.examples[:cut]), train.with_examples(train.examples[cut:])
 
