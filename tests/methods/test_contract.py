@@ -28,3 +28,12 @@ def test_train_report_is_the_fit_record_or_nothing():
     assert report["tokens_seen"] > 0 and report["fit"]["refit"] is False
     report["tokens_seen"] = -1  # a copy: the adapter's own record is untouched
     assert train_report(adapter)["tokens_seen"] > 0
+
+
+def test_side_costs_are_each_fitted_parts_train_cost():
+    from tailorlm.methods import get_method
+
+    lora, soft = get_method("lora"), get_method("soft_prompt")
+    assert lora.side_costs == (lora.train_cost,)
+    assert get_method("lora+soft_prompt").side_costs == (lora.train_cost, soft.train_cost)
+    assert get_method("prompt_template").side_costs == (0.0,)

@@ -279,10 +279,7 @@ def method_costs(name: str, config: dict | None = None) -> dict:
     from tailorlm.methods import get_method
 
     spec = get_method(name)
-    if spec.family == "hybrid":
-        sides = (spec.config.weight_spec.train_cost, spec.config.input_spec.train_cost)
-    else:
-        sides = (spec.train_cost,)
+    sides = spec.side_costs
     passes = CHOICE_EXTRA_PASSES if spec.choice_passes is None else \
         spec.choice_passes(spec.config.from_dict(config or {}))
     return {"family": spec.family, "sides": sides, "passes": passes}

@@ -87,6 +87,14 @@ class MethodSpec:
     # beyond the shared template search, given its config (compare/budget.py sizes plans with
     # it); None: the budget's default for a prompt method.
     choice_passes: Callable[[Any], float] | None = None
+    # The train_cost of each part that fits on its own, for a method made of parts (a hybrid:
+    # its weight side, then its input side); () = the method is one part of `train_cost`.
+    part_costs: tuple[float, ...] = ()
+
+    @property
+    def side_costs(self) -> tuple[float, ...]:
+        """The train_cost of each part that fits on its own: (train_cost,) for one method."""
+        return self.part_costs or (self.train_cost,)
 
     @property
     def needs_weights(self) -> bool:

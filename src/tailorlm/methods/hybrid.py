@@ -146,7 +146,8 @@ def hybrid_spec(name: str) -> MethodSpec:
     config = type(f"{type_name(weight)}+{type_name(input_)}", (HybridConfig,),
                   {"weight_spec": weight, "input_spec": input_, "__module__": __name__})
     return MethodSpec(name, config, fit, from_state, side="weight", family="hybrid",
-                      train_cost=weight.train_cost + input_.train_cost)
+                      train_cost=weight.train_cost + input_.train_cost,
+                      part_costs=(weight.train_cost, input_.train_cost))
 
 
 def type_name(spec: MethodSpec) -> str:
