@@ -16,7 +16,6 @@ without `api_key` (401). Every request is counted in `requests`.
 
 import socket
 import threading
-import time
 
 import torch
 
@@ -30,27 +29,17 @@ class FakeServer:
         self.lock = threading.Lock()
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
-        self._server = None
-        self._thread = None
+        self._live = None
 
     # -- lifecycle ------------------------------------------------------------------------
     def __enter__(self):
-        import uvicorn
+        from serve.live import LiveServer
 
-        config = uvicorn.Config(self._app(), host="127.0.0.1", port=self.port, log_level="error")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.time() + 20
-        while not self._server.started:
-            if time.time() > deadline or not self._thread.is_alive():
-                raise RuntimeError("fake OpenAI server did not start")
-            time.sleep(0.05)
+        self._live = LiveServer(self._app(), port=self.port).__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
+        self._live.__exit__(*exc)
 
     # -- the app --------------------------------------------------------------------------
     def _app(self):

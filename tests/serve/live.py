@@ -14,9 +14,12 @@ def free_port() -> int:
 
 
 class LiveServer:
-    def __init__(self, app):
+    """An ASGI app served by uvicorn on 127.0.0.1 (a free port unless given) in a thread,
+    started on entry and stopped on exit: the serve tests' server and tests/fake_openai.py's."""
+
+    def __init__(self, app, port: int | None = None):
         self.app = app
-        self.port = free_port()
+        self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.url = self.base + "/v1"
 

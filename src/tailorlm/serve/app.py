@@ -37,7 +37,7 @@ import json
 import logging
 import time
 import uuid
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -150,7 +150,7 @@ class State:
 
     async def handle(self, request: Request, route: str):
         call = Call(self, route)
-        try:
+        with finished_on_error(call):
             body = await read_body(request, S.ChatRequest if route == "chat"
                                    else S.CompletionRequest)
             call.model = body.model
@@ -159,26 +159,14 @@ class State:
             call.prompt_text = plan.texts
             queue = self.listen(plan.rows) if body.stream else None
             ticket = self.scheduler.submit(plan.kind, plan.rows)
-        except APIError as e:
-            call.finish(e.status)
-            raise
-        except BaseException:
-            call.finish(500)
-            raise
         if body.stream:
             return StreamingResponse(self.stream(call, plan, ticket, queue),
                                      media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache",
                                               "X-Tailor-Served": call.label})
-        try:
+        with finished_on_error(call):
             results = await self.wait(request, ticket, call)
             answer = plan.answer(results, call)
-        except APIError as e:
-            call.finish(e.status)
-            raise
-        except BaseException:
-            call.finish(500)
-            raise
         call.finish(200)
         return JSONResponse(answer, headers={"X-Tailor-Served": call.label})
 
@@ -339,6 +327,20 @@ class State:
             if get is not None:
                 get.cancel()
             call.finish(status)
+
+
+@contextmanager
+def finished_on_error(call):
+    """Record the request's end with its error's status (500 for anything unexpected), and
+    let the error go on to the handlers that answer it."""
+    try:
+        yield
+    except APIError as e:
+        call.finish(e.status)
+        raise
+    except BaseException:
+        call.finish(500)
+        raise
 
 
 def _result(future):
