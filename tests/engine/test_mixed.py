@@ -69,6 +69,33 @@ def test_every_row_of_a_mixed_batch_equals_the_row_alone(served):
             (alone.prompt_tokens, alone.completion_tokens)
 
 
+def test_packs_hold_each_row_once_within_their_limits(served, monkeypatch):
+    """Classification packs rows without padding (engine/mixed_batch.py): every row in exactly
+    one pack, at most max_batch rows, attention within PACK_PAIRS, and the same answers."""
+    import tailorlm.engine.mixed as mixed
+
+    engine, by_name = served
+    monkeypatch.setattr(mixed, "PACK_PAIRS", 3_000)
+    reqs = [ClassifyRequest(s, text * (1 + i % 3)) for i, s in enumerate(by_name.values())
+            for text in TEXTS]
+    rows = [engine._row(r.adapter, r.adapter.side(None),
+                        *engine._encode(r.adapter.side(None).parts.prompt(
+                            mixed.Example(input=r.text, target="")))) for r in reqs]
+    packs = list(engine._batches(list(range(len(rows))), rows, [0] * len(rows)))
+    assert sorted(i for p in packs for i in p) == list(range(len(rows)))
+    assert len(packs) > 1 and all(len(p) <= engine.max_batch for p in packs)
+    for p in packs:
+        T = sum(len(rows[i].own) for i in p)
+        P = sum({id(rows[i].prefix): rows[i].n_prefix for i in p}.values())
+        assert len(p) == 1 or T * (P + T) <= 3_000
+    got = engine.classify(reqs)  # and small packs answer what one big pack does
+    monkeypatch.setattr(mixed, "PACK_PAIRS", 10**9)
+    for a, b in zip(got, engine.classify(reqs)):
+        assert a.label == b.label
+        np.testing.assert_allclose(list(a.logprobs.values()), list(b.logprobs.values()),
+                                   atol=1e-4)
+
+
 @pytest.mark.parametrize("name", ["prompt_template", "few_shot", "instruction_search",
                                   "soft_prompt", "prefix", "lora", "lora_r8", "full",
                                   "lora+soft_prompt"])

@@ -50,11 +50,12 @@ from tailorlm.engine.scoring import MAX_TREE_POSITIONS, LabelTree
 from tailorlm.models.backend import LocalBackend
 
 PREFIXES_PER_SIDE = 8  # shared-text caches kept per adapter side (few-shot's demos: one each)
-# What a classification batch may waste on padding before it is cut, in tokens of compute: on
-# SmolLM2 on CPU one forward pass costs about as much as a few tokens, and a padded prefix
-# position about a tenth of a token (measured with bench/mixed_batch.py).
-PAD_BUDGET = 64
-PAST_COST = 0.1
+# A classification pack is cut where its attention would pass PACK_PAIRS query-key pairs (every
+# packed token against every packed key, most masked: the attention computes them all; on
+# SmolLM2 on CPU a pair costs about a thousandth of a token's linear layers). Measured on eight
+# mixed adapters (bench/serve.py): 200k pairs, about 300 tokens beside two few-shot prefixes,
+# served 28 req/s where 50k served 27 and no cut (at 32 rows) 25.
+PACK_PAIRS = 200_000
 PREFIX_BUCKET = 64
 
 
@@ -214,36 +215,31 @@ class BatchEngine:
         return results
 
     def _batches(self, idx: list[int], rows: list[Row], nodes: list[int]):
-        """Batches of at most max_batch rows, cut where one more row would make the batch pad
-        more than PAD_BUDGET token-equivalents in all, or its label tries pass
-        MAX_TREE_POSITIONS. A row padded to the batch's longest own ids computes every padded
-        token; padded to its longest prefix, PAST_COST of a token per position (a few-shot
-        adapter's long prefix among short ones: padding every row to it cost as much as every
-        row read it). Rows go in order of prefix length (in buckets of PREFIX_BUCKET positions),
-        then of own length; each batch's rows then by LoRA slot (one run per adapter)."""
+        """Packs of at most max_batch rows, cut where one more row would take the pack's
+        attention past PACK_PAIRS or its label tries past MAX_TREE_POSITIONS nodes. Rows go in
+        order of prefix length (in buckets of PREFIX_BUCKET positions) then of prefix, so the
+        rows reading one prefix share a pack (a pack holds each prefix once) and each LoRA
+        adapter's rows are one run (mixed_lora.py)."""
         def order(j):
-            return rows[j].n_prefix // PREFIX_BUCKET, len(rows[j].own)
+            return rows[j].n_prefix // PREFIX_BUCKET, id(rows[j].prefix), rows[j].slot
 
-        batch: list[int] = []
+        pack: list[int] = []
         for i in sorted(idx, key=order):
-            grown = batch + [i]
-            T = max(len(rows[j].own) for j in grown)
-            P = max(rows[j].n_prefix for j in grown)
-            padding = sum(T - len(rows[j].own) + PAST_COST * (P - rows[j].n_prefix)
-                          for j in grown)
-            if batch and (len(batch) >= self.max_batch or padding > PAD_BUDGET
-                          or len(grown) * max(nodes[j] for j in grown) > MAX_TREE_POSITIONS):
-                yield sorted(batch, key=lambda j: (rows[j].slot, len(rows[j].own)))
+            grown = pack + [i]
+            T = sum(len(rows[j].own) for j in grown)
+            P = sum({id(rows[j].prefix): rows[j].n_prefix for j in grown}.values())
+            if pack and (len(pack) >= self.max_batch or T * (P + T) > PACK_PAIRS
+                         or sum(nodes[j] for j in grown) > MAX_TREE_POSITIONS):
+                yield pack
                 grown = [i]
-            batch = grown
-        if batch:
-            yield sorted(batch, key=lambda j: (rows[j].slot, len(rows[j].own)))
+            pack = grown
+        if pack:
+            yield pack
 
     def _classify_batch(self, model, all_rows, all_meta, idx, results) -> None:
         rows, meta = [all_rows[i] for i in idx], [all_meta[i] for i in idx]
         scores = label_logprobs(model, rows, [side.labels_ids for _, side in meta],
-                                [side.tree for _, side in meta], self.pad_id,
-                                self._banks_for(model))
+                                [side.tree for _, side in meta], self._banks_for(model))
         for i, row, (served, side), raw in zip(idx, rows, meta, scores):
             adjusted = side.parts.adjust(raw[None])[0]
             best = int(adjusted.argmax())

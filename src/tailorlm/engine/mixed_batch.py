@@ -13,9 +13,11 @@ Positions are explicit, so padding never shifts a row: each row reads exactly wh
 alone (engine/scoring.py does the same with one shared prefix for every row). The prefix's keys
 were rotated at their own positions when computed, so they are copied, not recomputed.
 
-Classification scores each row's labels: their first tokens from the last position's logits, the
-later tokens of multi-token labels (banking77) through the row's own label trie run after its
-cache with tree attention (scoring.LabelTree), every row's trie padded to the batch's largest.
+That is the layout generation starts from (its rows then decode one token each). Classification
+packs its rows instead (label_logprobs, below): no padding, each adapter's prefix once; it scores
+each row's labels, their first tokens from the row's last logits, the later tokens of multi-token
+labels (banking77) through the row's own label trie run after the packed rows with tree attention
+(scoring.LabelTree).
 """
 
 from __future__ import annotations
@@ -79,45 +81,102 @@ def ragged_cache(model, rows: list[Row], P: int):
     return DynamicCache(layers, config=model.config)
 
 
-def label_logprobs(model, rows: list[Row], labels: list[list[list[int]]],
-                   trees: list[LabelTree], pad_id: int, banks=None) -> list[np.ndarray]:
-    """log p(label | row's prompt) for every label of every row: one (L_b,) float64 per row."""
-    out, mask, positions = prefill(model, rows, pad_id, banks)
-    first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # (B, vocab)
-    scores = [first[b, [ids[0] for ids in labels[b]]].double() for b in range(len(rows))]
-    N = max(len(t.tokens) for t in trees)
-    if N == 0:
-        return [s.cpu().numpy() for s in scores]
-    B, ctx, device = len(rows), mask.shape[1], mask.device
-    ids = torch.full((B, N), pad_id, dtype=torch.long)
-    start = positions[:, -1].cpu() + 1  # (B,): each row's first label position
-    pos = start[:, None].repeat(1, N)
-    allowed = torch.zeros((B, N, ctx + N), dtype=torch.bool)
-    allowed[:, :, :ctx] = mask.bool().cpu()[:, None, :]
-    allowed[:, torch.arange(N), ctx + torch.arange(N)] = True  # padding nodes see themselves
-    for b, t in enumerate(trees):
-        n = len(t.tokens)
-        if n:
-            ids[b, :n] = torch.tensor(t.tokens)
-            pos[b, :n] += torch.tensor(t.depth)
-            allowed[b, :n, ctx:ctx + n] = t.ancestors
-    dtype = next(model.parameters()).dtype
-    bias = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
-    out = model(input_ids=ids.to(device), attention_mask=bias[:, None].to(device),
-                position_ids=pos.to(device), cache=out.cache, use_cache=True)
-    logits = out.logits.float()  # (B, N, vocab)
-    for b, t in enumerate(trees):
-        if not t.tokens:
-            continue
-        label, at, tok = (x.to(device) for x in all_targets(t))
-        logp = logits[b, at, tok] - torch.logsumexp(logits[b, at], dim=-1)
-        scores[b] = scores[b].index_add(0, label, logp.double())
-    return [s.cpu().numpy() for s in scores]
-
-
 def all_targets(tree: LabelTree):
     """(label, node, next token) of every prediction the trie makes, computed once per tree."""
     found = getattr(tree, "_all", None)
     if found is None:
         found = tree._all = tree.targets_in(list(range(len(tree.tokens))))
     return found
+
+
+# -- packed: every row's tokens in one sequence, no padding -------------------------------------
+#
+# Padding a classification batch to its longest row computes every pad (sst2 queries run from 5
+# to 60 tokens: half a padded batch can be pads), and cutting batches short to avoid it runs the
+# model on a few rows at a time. Packed, a batch is one sequence of exactly its rows' tokens:
+#
+#   cache (1, Σ distinct prefixes):  [prefix A | prefix B | ...]   each adapter's prefix once
+#   input (1, Σ T_b):                [row 1's own ids | row 2's | ...]   positions P_b, P_b+1, ...
+#
+# and one additive mask says what each token reads: its row's prefix and the row's earlier own
+# tokens (block-diagonal causal). Rows of one adapter share one copy of its prefix, so a few-shot
+# adapter's long prefix is read by its rows, never padded into the others'. The linear layers,
+# most of the work, see only real tokens; the attention is over the packed keys, masked.
+
+
+def label_logprobs(model, rows: list[Row], labels: list[list[list[int]]],
+                   trees: list[LabelTree], banks=None) -> list[np.ndarray]:
+    """log p(label | row's prompt) for every label of every row: one (L_b,) float64 per row,
+    the rows packed into one sequence (rows of one LoRA slot best adjacent)."""
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    spans, layers, P = {}, [], 0  # id(prefix) -> (start, length) in the packed cache
+    for r in rows:
+        if r.n_prefix and id(r.prefix) not in spans:
+            spans[id(r.prefix)] = (P, r.n_prefix)
+            layers.append(r.prefix)
+            P += r.n_prefix
+    lengths = [len(r.own) for r in rows]
+    T = sum(lengths)
+    ends = np.cumsum(lengths)  # each row's own ids end here (exclusive) in the packed input
+    ids = torch.tensor([t for r in rows for t in r.own], dtype=torch.long)[None]
+    positions = torch.tensor([r.n_prefix + j for r in rows for j in range(len(r.own))])[None]
+    allowed = torch.zeros((T, P + T), dtype=torch.bool)
+    for b, r in enumerate(rows):
+        lo, hi = int(ends[b]) - lengths[b], int(ends[b])
+        if r.n_prefix:
+            s, n = spans[id(r.prefix)]
+            allowed[lo:hi, s:s + n] = True
+        allowed[lo:hi, P + lo:P + hi] = torch.ones((hi - lo, hi - lo), dtype=torch.bool).tril()
+    cache = None
+    if P:
+        cache = DynamicCache([(torch.cat([kv[layer][0] for kv in layers], dim=2),
+                               torch.cat([kv[layer][1] for kv in layers], dim=2))
+                              for layer in range(len(layers[0]))], config=model.config)
+    if banks is not None:
+        banks.use_tokens([(r.slot, int(ends[b]) - lengths[b], int(ends[b]))
+                          for b, r in enumerate(rows)])
+    last = torch.tensor(ends - 1, dtype=torch.long)
+    out = model(input_ids=ids.to(device), attention_mask=_bias(allowed, dtype).to(device),
+                position_ids=positions.to(device), cache=cache, use_cache=True,
+                logits_to_keep=last.to(device))
+    first = torch.log_softmax(out.logits[0].float(), dim=-1)  # (B, vocab)
+    scores = [first[b, [ids[0] for ids in labels[b]]].double() for b in range(len(rows))]
+    sizes = [len(t.tokens) for t in trees]
+    N = sum(sizes)
+    if N == 0:
+        return [s.cpu().numpy() for s in scores]
+    # Every row's label trie after its tokens, packed the same way: node i of row b reads the
+    # row's prefix and own tokens and its own ancestors (tree attention, scoring.LabelTree).
+    node_ids = torch.tensor([tok for t in trees for tok in t.tokens], dtype=torch.long)[None]
+    node_pos = torch.tensor([rows[b].n_prefix + lengths[b] + d
+                             for b, t in enumerate(trees) for d in t.depth])[None]
+    reads = torch.zeros((N, P + T + N), dtype=torch.bool)
+    starts = np.cumsum([0] + sizes)
+    for b, t in enumerate(trees):
+        lo, hi = int(starts[b]), int(starts[b + 1])
+        if lo == hi:
+            continue
+        reads[lo:hi, :P + T] = allowed[int(ends[b]) - 1]  # what the row's last token reads
+        reads[lo:hi, P + int(ends[b]) - 1] = True  # ... and that token itself
+        reads[lo:hi, P + T + lo:P + T + hi] = t.ancestors
+    if banks is not None:
+        banks.use_tokens([(r.slot, int(starts[b]), int(starts[b + 1]))
+                          for b, r in enumerate(rows)])
+    out = model(input_ids=node_ids.to(device), attention_mask=_bias(reads, dtype).to(device),
+                position_ids=node_pos.to(device), cache=out.cache, use_cache=True)
+    logits = out.logits[0].float()  # (N, vocab)
+    for b, t in enumerate(trees):
+        if not t.tokens:
+            continue
+        label, at, tok = (x.to(device) for x in all_targets(t))
+        at = at + int(starts[b])
+        logp = logits[at, tok] - torch.logsumexp(logits[at], dim=-1)
+        scores[b] = scores[b].index_add(0, label, logp.double())
+    return [s.cpu().numpy() for s in scores]
+
+
+def _bias(allowed: torch.Tensor, dtype) -> torch.Tensor:
+    """(1, 1, q, k) additive mask: 0 where allowed, the dtype's minimum elsewhere."""
+    bias = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
+    return bias[None, None]

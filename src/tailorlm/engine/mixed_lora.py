@@ -43,6 +43,7 @@ class LoraBanks:
         self.used = [True]  # slot 0: no LoRA, always "used"
         self.ranks = [0]  # each slot's own rank
         self.segments: list[tuple[int, int, int]] = []  # (slot, first row, end row) runs
+        self.by_token = False  # segments count rows (B, T, in) or packed tokens (1, N, in)
 
     def add(self, tensors: dict[str, tuple[torch.Tensor, torch.Tensor, float]]) -> int:
         """Put an adapter's factors into a free slot (a new one if none); returns the slot."""
@@ -68,7 +69,7 @@ class LoraBanks:
     def use(self, slots: list[int] | torch.Tensor) -> None:
         """The slot of each row of the next forward passes (rows of a slot best adjacent)."""
         slots = [int(s) for s in slots]
-        self.segments = []
+        self.segments, self.by_token = [], False
         if not self.layers:
             return
         for b, slot in enumerate(slots):
@@ -78,6 +79,18 @@ class LoraBanks:
                 self.segments[-1] = (slot, self.segments[-1][1], b + 1)
             else:
                 self.segments.append((slot, b, b + 1))
+
+    def use_tokens(self, runs: list[tuple[int, int, int]]) -> None:
+        """For a packed sequence (1, N, in): (slot, first token, end token) of each row's
+        tokens, in order (engine/mixed_batch.py packs rows of one slot next to each other)."""
+        self.segments, self.by_token = [], True
+        for slot, start, end in runs:
+            if not slot or start == end:
+                continue
+            if self.segments and self.segments[-1][0] == slot and self.segments[-1][2] == start:
+                self.segments[-1] = (slot, self.segments[-1][1], end)
+            else:
+                self.segments.append((slot, start, end))
 
     @property
     def nbytes(self) -> int:
@@ -138,12 +151,16 @@ class BankedLinear(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
         banks = self._banks[0]
+        if banks.by_token:  # packed: segments are token ranges of the one sequence
+            x, out = x.reshape(-1, x.shape[-1]), y.view(-1, y.shape[-1])
+        else:
+            out = y
         for slot, start, end in banks.segments:
             if slot not in self.slots:
                 continue
             r = banks.ranks[slot]
             xs = x[start:end].reshape(-1, x.shape[-1])  # (n*T, in): a view, rows are contiguous
             low = xs @ self.A[slot, :r].t()  # (n*T, r)
-            y[start:end].view(-1, y.shape[-1]).addmm_(low, self.B[slot, :, :r].t(),
-                                                      alpha=float(self.scale[slot]))
+            out[start:end].view(-1, y.shape[-1]).addmm_(low, self.B[slot, :, :r].t(),
+                                                        alpha=float(self.scale[slot]))
         return y
