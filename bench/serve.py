@@ -297,6 +297,7 @@ async def drive(url: str, key: str, stream, concurrency: int) -> dict:
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     wall = time.perf_counter() - start
+    await client.close()  # inside the loop: its connections would close after the loop has
     latencies.sort()
     return {"rps": len(stream) / wall, "errors": errors,
             "p50_ms": 1000 * statistics.median(latencies) if latencies else None,

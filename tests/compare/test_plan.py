@@ -130,6 +130,26 @@ def test_variant_field_without_a_hybrid_is_refused():
                              "methods": ["prompt_template", "lora"]})
 
 
+def test_a_new_method_declares_what_the_plan_asks_of_it(monkeypatch):
+    """compare/plan.py asks the spec (reads_variants, config.option_names), not its family:
+    a method registered outside the built-in list takes the variant field and shared options."""
+    import dataclasses
+
+    from tailorlm.methods import METHODS
+
+    @dataclasses.dataclass
+    class RouterConfig(get_method("lora").config):
+        variant_field: str | None = None
+
+    spec = dataclasses.replace(get_method("lora"), name="router", config=RouterConfig,
+                               family="fine tuning", reads_variants=True)
+    monkeypatch.setitem(METHODS, "router", spec)
+    plan = default_plan(values={"task": "x", "data.variant_field": "client", "train.epochs": 3,
+                                "methods": ["prompt_template", "router"]})
+    entry = next(m for m in plan.methods if m.method == "router")
+    assert method_config(plan, entry) == {"variant_field": "client", "epochs": 3}
+
+
 def test_numbers_read_as_people_write_them(tmp_path):
     path = tmp_path / "p.yaml"
     path.write_text("task: x\nmethods:\n  - lora: {lr: 5e-4}\n")

@@ -215,7 +215,7 @@ def check(plan: Plan) -> None:
         _positive(value, f"costs.{key}", src, number=True, zero=True)
     variant_field = t["data"]["variant_field"]
     if variant_field is not None and not any(
-            get_method(m.method).family == "hybrid" for m in plan.methods):
+            get_method(m.method).reads_variants for m in plan.methods):
         raise TailorError(f"{src}: data.variant_field (--variant-field) splits the rows for a "
                           f"hybrid's input side, and this plan has no hybrid "
                           f"({', '.join(m.method for m in plan.methods)}): add one, e.g. "
@@ -263,17 +263,12 @@ def check_data(plan: Plan) -> None:
 
 def method_config(plan: Plan, entry: MethodEntry) -> dict:
     """The entry's options over the plan's shared options (`SHARED`), for methods that have them."""
-    import dataclasses
-
     from tailorlm.methods import get_method
 
     spec = get_method(entry.method)
     shared = {k: v for group, keys in SHARED.items() for k, v in plan.tree[group].items()
               if k in keys and v not in (AUTO, None)}
-    names = {f.name for f in dataclasses.fields(spec.config)}
-    if spec.family == "hybrid":  # a hybrid hands a bare option to each side that has it
-        names |= {f.name for side in (spec.config.weight_spec, spec.config.input_spec)
-                  for f in dataclasses.fields(side.config)}
+    names = spec.config.option_names()  # a hybrid's: each side's (it hands them on)
     return {**{k: v for k, v in shared.items() if k in names}, **entry.config}
 
 

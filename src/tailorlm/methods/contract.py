@@ -90,6 +90,9 @@ class MethodSpec:
     # The train_cost of each part that fits on its own, for a method made of parts (a hybrid:
     # its weight side, then its input side); () = the method is one part of `train_cost`.
     part_costs: tuple[float, ...] = ()
+    # Whether it reads a column that names each row's variant (data.variant_field: a hybrid's
+    # per-client input sides); a plan with a variant field and no such method is refused.
+    reads_variants: bool = False
 
     @property
     def side_costs(self) -> tuple[float, ...]:
@@ -121,6 +124,11 @@ class MethodConfig:
             raise TailorError(f"unknown option(s) {', '.join(unknown)} for {cls.__name__}; "
                               f"valid options: {', '.join(sorted(names))}")
         return cls(**values)
+
+    @classmethod
+    def option_names(cls) -> set[str]:
+        """The bare option names `from_dict` takes (what a plan's shared options may set)."""
+        return {f.name for f in dataclasses.fields(cls)}
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

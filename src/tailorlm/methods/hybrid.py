@@ -90,6 +90,12 @@ class HybridConfig(MethodConfig):
                               f"{self.variant_field!r}")
 
     @classmethod
+    def option_names(cls) -> set[str]:
+        """A bare option goes to every side that has it (from_dict), so each side's names."""
+        return ({"variant_field"} | cls.weight_spec.config.option_names()
+                | cls.input_spec.config.option_names())
+
+    @classmethod
     def from_dict(cls, values: dict | None) -> HybridConfig:
         values = dict(values or {})
         parts = {side: dict(values.pop(side, None) or {}) for side in SIDES}
@@ -147,7 +153,7 @@ def hybrid_spec(name: str) -> MethodSpec:
                   {"weight_spec": weight, "input_spec": input_, "__module__": __name__})
     return MethodSpec(name, config, fit, from_state, side="weight", family="hybrid",
                       train_cost=weight.train_cost + input_.train_cost,
-                      part_costs=(weight.train_cost, input_.train_cost))
+                      part_costs=(weight.train_cost, input_.train_cost), reads_variants=True)
 
 
 def type_name(spec: MethodSpec) -> str:
