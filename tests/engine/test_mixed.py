@@ -11,6 +11,7 @@ from helpers import sharp_tiny_backend, tiny_backend
 from tailorlm.engine.evaluate import label_scores
 from tailorlm.engine.generate import generate
 from tailorlm.engine.mixed import BatchEngine, ClassifyRequest, GenerateRequest
+from tailorlm.engine.mixed_batch import PACKED_ATTENTION
 from tailorlm.engine.prompt import Prompt
 from tailorlm.methods.artifact import save_adapter
 
@@ -88,12 +89,18 @@ def test_packs_hold_each_row_once_within_their_limits(served, monkeypatch):
         T = sum(len(rows[i].own) for i in p)
         P = sum({id(rows[i].prefix): rows[i].n_prefix for i in p}.values())
         assert len(p) == 1 or T * (P + T) <= 3_000
-    got = engine.classify(reqs)  # and small packs answer what one big pack does
-    monkeypatch.setattr(mixed, "PACK_PAIRS", 10**9)
-    for a, b in zip(got, engine.classify(reqs)):
-        assert a.label == b.label
-        np.testing.assert_allclose(list(a.logprobs.values()), list(b.logprobs.values()),
-                                   atol=1e-4)
+    got = engine.classify(reqs)  # small packs answer what one big pack does, and row-by-row
+    monkeypatch.setattr(mixed, "PACK_PAIRS", 10**9)  # attention what the dense mask does
+    config = engine.banks.view.config
+    assert config._attn_implementation == PACKED_ATTENTION
+    big = engine.classify(reqs)
+    monkeypatch.setattr(config, "_attn_implementation", "sdpa")
+    dense = engine.classify(reqs)
+    for a, b, c in zip(got, big, dense):
+        assert a.label == b.label == c.label
+        for other in (b, c):
+            np.testing.assert_allclose(list(a.logprobs.values()), list(other.logprobs.values()),
+                                       atol=1e-4)
 
 
 @pytest.mark.parametrize("name", ["prompt_template", "few_shot", "instruction_search",

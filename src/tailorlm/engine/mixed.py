@@ -41,7 +41,7 @@ from transformers import DynamicCache
 
 from tailorlm.data.task import Example
 from tailorlm.engine.generate import _eos_ids
-from tailorlm.engine.mixed_batch import Row, label_logprobs
+from tailorlm.engine.mixed_batch import Row, label_logprobs, use_packed_attention
 from tailorlm.engine.mixed_decode import RowDecoder
 from tailorlm.engine.mixed_generate import DecodeLoop, Job, mergeable
 from tailorlm.engine.mixed_lora import LoraBanks
@@ -50,12 +50,13 @@ from tailorlm.engine.scoring import MAX_TREE_POSITIONS, LabelTree
 from tailorlm.models.backend import LocalBackend
 
 PREFIXES_PER_SIDE = 8  # shared-text caches kept per adapter side (few-shot's demos: one each)
-# A classification pack is cut where its attention would pass PACK_PAIRS query-key pairs (every
-# packed token against every packed key, most masked: the attention computes them all; on
-# SmolLM2 on CPU a pair costs about a thousandth of a token's linear layers). Measured on eight
-# mixed adapters (bench/serve.py): 200k pairs, about 300 tokens beside two few-shot prefixes,
-# served 28 req/s where 50k served 27 and no cut (at 32 rows) 25.
-PACK_PAIRS = 200_000
+# A classification pack is cut where its dense mask would pass PACK_PAIRS query-key pairs (every
+# packed token against every packed key). The engine's models attend row by row
+# (mixed_batch.packed_attention: a row meets only its own keys) and read the mask only on the
+# fallback path, so the cap bounds the mask's memory (4 bytes a pair) more than the work.
+# Measured on eight mixed adapters (bench/serve.py, 32 rows): row-by-row attention 32 req/s at
+# 200k, 400k or no cap; through the dense mask 28 at 200k, 26 with no cap.
+PACK_PAIRS = 1_000_000
 PREFIX_BUCKET = 64
 
 
@@ -150,6 +151,7 @@ class BatchEngine:
 
         self.base, self.max_batch = base, max_batch
         self.banks = LoraBanks(base.model)
+        use_packed_attention(self.banks.view)  # its own config: the base's is left as it is
         self.pad_id = base.tokenizer.pad_token_id or 0
         self._eos_cache: dict[int, set[int]] = {}
         self.base_served = Served(base.name, "base", "generation", None, {},
@@ -174,6 +176,8 @@ class BatchEngine:
             served.slot = self.banks.add(parts.lora)
             served.weight_bytes = sum(A.nbytes + B.nbytes for A, B, _ in parts.lora.values())
         if parts.model is not None:
+            if parts.model.config is not self.base.model.config:
+                use_packed_attention(parts.model)
             served.weight_bytes = sum(t.nbytes for t in (*parts.model.parameters(),
                                                          *parts.model.buffers()))
         for variant, side_parts in [(None, parts), *parts.variants.items()]:

@@ -121,13 +121,19 @@ def label_logprobs(model, rows: list[Row], labels: list[list[list[int]]],
     ends = np.cumsum(lengths)  # each row's own ids end here (exclusive) in the packed input
     ids = torch.tensor([t for r in rows for t in r.own], dtype=torch.long)[None]
     positions = torch.tensor([r.n_prefix + j for r in rows for j in range(len(r.own))])[None]
+    reads = []  # per row: the packed keys its tokens read (its prefix, then its own ids)
     allowed = torch.zeros((T, P + T), dtype=torch.bool)
+    segments = []
     for b, r in enumerate(rows):
         lo, hi = int(ends[b]) - lengths[b], int(ends[b])
-        if r.n_prefix:
-            s, n = spans[id(r.prefix)]
-            allowed[lo:hi, s:s + n] = True
-        allowed[lo:hi, P + lo:P + hi] = torch.ones((hi - lo, hi - lo), dtype=torch.bool).tril()
+        s, n = spans[id(r.prefix)] if r.n_prefix else (0, 0)
+        reads.append(torch.cat([torch.arange(s, s + n), torch.arange(P + lo, P + hi)]))
+        causal = torch.ones((hi - lo, hi - lo), dtype=torch.bool).tril()
+        allowed[lo:hi, s:s + n] = True
+        allowed[lo:hi, P + lo:P + hi] = causal
+        segments.append((lo, hi, reads[b].to(device),
+                         torch.cat([torch.ones((hi - lo, n), dtype=torch.bool), causal],
+                                   dim=1).to(device)))
     cache = None
     if P:
         cache = DynamicCache([(torch.cat([kv[layer][0] for kv in layers], dim=2),
@@ -139,7 +145,7 @@ def label_logprobs(model, rows: list[Row], labels: list[list[list[int]]],
     last = torch.tensor(ends - 1, dtype=torch.long)
     out = model(input_ids=ids.to(device), attention_mask=_bias(allowed, dtype).to(device),
                 position_ids=positions.to(device), cache=cache, use_cache=True,
-                logits_to_keep=last.to(device))
+                logits_to_keep=last.to(device), packed_segments=segments)
     first = torch.log_softmax(out.logits[0].float(), dim=-1)  # (B, vocab)
     scores = [first[b, [ids[0] for ids in labels[b]]].double() for b in range(len(rows))]
     sizes = [len(t.tokens) for t in trees]
@@ -151,20 +157,26 @@ def label_logprobs(model, rows: list[Row], labels: list[list[list[int]]],
     node_ids = torch.tensor([tok for t in trees for tok in t.tokens], dtype=torch.long)[None]
     node_pos = torch.tensor([rows[b].n_prefix + lengths[b] + d
                              for b, t in enumerate(trees) for d in t.depth])[None]
-    reads = torch.zeros((N, P + T + N), dtype=torch.bool)
+    dense = torch.zeros((N, P + T + N), dtype=torch.bool)
     starts = np.cumsum([0] + sizes)
+    segments = []
     for b, t in enumerate(trees):
         lo, hi = int(starts[b]), int(starts[b + 1])
         if lo == hi:
             continue
-        reads[lo:hi, :P + T] = allowed[int(ends[b]) - 1]  # what the row's last token reads
-        reads[lo:hi, P + int(ends[b]) - 1] = True  # ... and that token itself
-        reads[lo:hi, P + T + lo:P + T + hi] = t.ancestors
+        dense[lo:hi, :P + T] = allowed[int(ends[b]) - 1]  # what the row's last token reads
+        dense[lo:hi, P + int(ends[b]) - 1] = True  # ... and that token itself
+        dense[lo:hi, P + T + lo:P + T + hi] = t.ancestors
+        keys = torch.cat([reads[b], torch.arange(P + T + lo, P + T + hi)])
+        segments.append((lo, hi, keys.to(device), torch.cat(
+            [torch.ones((hi - lo, len(reads[b])), dtype=torch.bool), t.ancestors],
+            dim=1).to(device)))
     if banks is not None:
         banks.use_tokens([(r.slot, int(starts[b]), int(starts[b + 1]))
                           for b, r in enumerate(rows)])
-    out = model(input_ids=node_ids.to(device), attention_mask=_bias(reads, dtype).to(device),
-                position_ids=node_pos.to(device), cache=out.cache, use_cache=True)
+    out = model(input_ids=node_ids.to(device), attention_mask=_bias(dense, dtype).to(device),
+                position_ids=node_pos.to(device), cache=out.cache, use_cache=True,
+                packed_segments=segments)
     logits = out.logits[0].float()  # (N, vocab)
     for b, t in enumerate(trees):
         if not t.tokens:
@@ -174,6 +186,47 @@ def label_logprobs(model, rows: list[Row], labels: list[list[list[int]]],
         logp = logits[at, tok] - torch.logsumexp(logits[at], dim=-1)
         scores[b] = scores[b].index_add(0, label, logp.double())
     return [s.cpu().numpy() for s in scores]
+
+
+# A packed sequence's attention, row by row. The dense mask above is what any attention
+# implementation reads (correct, but every query meets every packed key: at 200k pairs a pack
+# spends most of its attention on masked pairs). A model whose attention is PACKED_ATTENTION (the
+# engine sets it on the models it serves) reads `packed_segments` instead: each row's queries
+# against only the keys that row reads, so the attention costs what the rows would alone.
+PACKED_ATTENTION = "tailorlm_packed"
+
+
+def packed_attention(module, query, key, value, attention_mask, dropout: float = 0.0,
+                     scaling: float | None = None, packed_segments=None, **kwargs):
+    """(1, heads, Q, d) queries against (1, kv_heads, K, d) keys: per segment (first query, end
+    query, the key indices it reads, its (q, k) bool mask), or the plain SDPA path without
+    segments (generation, a model outside the engine)."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if packed_segments is None or query.shape[0] != 1:
+        return sdpa_attention_forward(module, query, key, value, attention_mask,
+                                      dropout=dropout, scaling=scaling, **kwargs)
+    gqa = query.shape[1] != key.shape[1]
+    out = query.new_empty((1, query.shape[2], query.shape[1], query.shape[3]))
+    for lo, hi, keys, mask in packed_segments:
+        o = torch.nn.functional.scaled_dot_product_attention(
+            query[:, :, lo:hi], key[:, :, keys], value[:, :, keys], attn_mask=mask[None, None],
+            scale=scaling, enable_gqa=gqa)
+        out[:, lo:hi] = o.transpose(1, 2)
+    return out, None
+
+
+def use_packed_attention(model) -> None:
+    """Make `model` (a served copy: the banks' view, a full fine-tune) read packed_segments."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    if PACKED_ATTENTION not in AttentionInterface._global_mapping:
+        AttentionInterface.register(PACKED_ATTENTION, packed_attention)
+        # its masks are SDPA's (the fallback path reads them): unregistered, transformers
+        # would build none and attend causally over padding
+        AttentionMaskInterface.register(PACKED_ATTENTION, sdpa_mask)
+    model.config._attn_implementation = PACKED_ATTENTION
 
 
 def _bias(allowed: torch.Tensor, dtype) -> torch.Tensor:
