@@ -89,6 +89,16 @@ def test_pareto_front_and_tables(summary):
     assert "0.1 KB" in cp["rows"][2][6] or "100 B" in cp["rows"][2][6]
 
 
+def test_the_reports_say_what_peak_memory_counts(summary):
+    from tailorlm.compare.html import render_html
+    from tailorlm.compare.report import markdown
+
+    note = summary["tables"]["cost_performance"]["note"]
+    assert "minus what it held when the run began" in note
+    assert note in markdown(summary)
+    assert "minus what it held when the run began" in render_html(summary)
+
+
 def test_recommendation_defaults_to_the_plans_query_volume(summary):
     assert summary["recommendation"]["method"] == "lora"
     assert summary["queries_per_day"] == 1000

@@ -467,6 +467,7 @@ def render_html(summary: dict) -> str:
     colors = {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(names)}
     tables = "".join(f"<h2>{_e(name.replace('_', ' ').capitalize())}</h2>"
                      + _table(t.get("columns") or [], t.get("rows") or [], colors)
+                     + (f"<p>{_e(t['note'])}</p>" if t.get("note") else "")
                      for name, t in (s.get("tables") or {}).items() if t)
     plots = [_pareto_plot(s, colors), _curves_plot(s, colors), _sensitivity_plot(s, colors),
              _breakeven_plot(s, colors)]

@@ -162,6 +162,7 @@ def markdown(summary: dict) -> str:
                        ("cost_performance", "Cost and performance considerations, measured")):
         table = summary["tables"][key]
         out += ["", f"## {title}", "", _md_table(table["columns"], table["rows"])]
+        out += ["", table["note"]] if table.get("note") else []
     if summary["curves"]:
         ks = sorted({p["k"] for c in summary["curves"].values() for p in c})
         rows = [[name] + [next((f"{p['score']:.3f}" for p in c if p["k"] == k), "-")

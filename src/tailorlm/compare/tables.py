@@ -51,7 +51,12 @@ def cost_performance(summary: dict) -> dict:
             f"{human_bytes(m['artifact_bytes'])}, "
             f"loads in {or_dash(m['load_seconds'], '{:.2f}')} s",
         ])
-    return {"columns": columns, "rows": rows}
+    return {"columns": columns, "rows": rows, "note": PEAK_NOTE}
+
+
+PEAK_NOTE = ("Peak memory is each run's own: the process's peak resident memory during the run "
+             "minus what it held when the run began (the base model, and whatever earlier runs "
+             "left, are not counted).")
 
 
 def _params(m: dict) -> str:
