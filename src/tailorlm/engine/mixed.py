@@ -213,7 +213,7 @@ class BatchEngine:
             rows.append(self._row(served, side, shared, own))
             meta.append((served, side))
         results: list[ClassifyResult | None] = [None] * len(reqs)
-        for model, idx in self._groups(reqs, rows):
+        for model, idx in self._groups(reqs):
             for batch in self._batches(idx, rows, [len(side.tree.tokens) for _, side in meta]):
                 self._classify_batch(model, rows, meta, batch, results)
         return results
@@ -379,16 +379,14 @@ class BatchEngine:
             side.prefixes.popitem(last=False)
         return side.prefixes[key]
 
-    def _groups(self, reqs, rows: list[Row]):
+    def _groups(self, reqs):
         """(model, request indices) per model: the base's view (every adapter that is not a
-        full fine-tune), then each full fine-tune's own; indices sorted by LoRA slot (each
-        adapter's rows one run: mixed_lora.py), then by own length (less padding)."""
+        full fine-tune), then each full fine-tune's own; `_batches` orders each group's rows."""
         groups: dict[int, tuple[torch.nn.Module, list[int]]] = {}
         for i, req in enumerate(reqs):
             model = self._model(req.adapter)
             groups.setdefault(id(model), (model, []))[1].append(i)
-        return [(model, sorted(idx, key=lambda i: (rows[i].slot, len(rows[i].own))))
-                for model, idx in groups.values()]
+        return list(groups.values())
 
     def _model(self, served: Served) -> torch.nn.Module:
         return served.model if served.model is not None else self.banks.view

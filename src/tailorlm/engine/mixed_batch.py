@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from transformers import DynamicCache
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from tailorlm.engine.scoring import LabelTree
 
@@ -201,8 +202,6 @@ def packed_attention(module, query, key, value, attention_mask, dropout: float =
     """(1, heads, Q, d) queries against (1, kv_heads, K, d) keys: per segment (first query, end
     query, the key indices it reads, its (q, k) bool mask), or the plain SDPA path without
     segments (generation, a model outside the engine)."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     if packed_segments is None or query.shape[0] != 1:
         return sdpa_attention_forward(module, query, key, value, attention_mask,
                                       dropout=dropout, scaling=scaling, **kwargs)
