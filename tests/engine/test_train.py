@@ -128,6 +128,23 @@ def test_early_stopping_restores_best(tmp_path):
     assert torch.equal(again.state_dict()["prompt"], seen[2])
 
 
+def test_validation_starts_at_min_steps(tmp_path):
+    metrics = iter([0.4, 0.3, 0.2, 0.9])
+    steps = []
+
+    def evaluate(trainable):
+        steps.append(len(steps))
+        return next(metrics)
+
+    _, result = worker.run(tmp_path, evaluate=evaluate, eval_every=1, patience=2,
+                           checkpoint_every=0, min_steps=3)
+    # nothing before step 3 is read: the best is step 3's, patience ends the run at step 5
+    assert len(steps) == 3 and result.steps == 5 and result.stopped_early
+    assert result.best_step == 3
+    assert [line.get("eval") for line in log_without_time(tmp_path)] == [None, None, 0.4, 0.3,
+                                                                         0.2]
+
+
 def test_bf16_autocast_close_to_fp32(tmp_path):
     fp32, r32 = worker.run(tmp_path / "fp32", lr=0.5, checkpoint_every=0, bf16=False)
     bf16, r16 = worker.run(tmp_path / "bf16", lr=0.5, checkpoint_every=0, bf16=True)

@@ -86,7 +86,8 @@ def test_early_stopping_stops_when_validation_stops_improving_then_refits_every_
         backend, monkeypatch, tmp_path):
     task = sentiment_task(8)  # 16 rows: 12 trained in the trial, 4 judge; 2 steps an epoch
     s = scripted(monkeypatch, [[0.5, 0.6, 0.7, 0.65, 0.6, 0.9]])
-    config = SoftPromptConfig(epochs=10, batch_size=6, patience=2, template="text_label")
+    config = SoftPromptConfig(epochs=10, batch_size=6, patience=2, template="text_label",
+                              min_epochs=0)
     adapter, kept = fit_trainable(backend, task, None, config, s.start, seed=0,
                                   work_dir=tmp_path, metric="macro_f1")
     trial, refit = s.made
@@ -102,11 +103,46 @@ def test_early_stopping_stops_when_validation_stops_improving_then_refits_every_
     assert set(s.calls) == {"macro_f1"}
 
 
+def test_no_fit_is_kept_shorter_than_min_epochs(backend, monkeypatch, tmp_path):
+    task = sentiment_task(8)  # 12 rows trained in a trial, 2 steps an epoch
+    # validation would peak at its first pass; with min_epochs 4 the first pass is at epoch 4
+    s = scripted(monkeypatch, [[0.9, 0.5, 0.5, 0.5]])
+    config = SoftPromptConfig(epochs=10, batch_size=6, patience=2, template="text_label",
+                              min_epochs=4)
+    adapter, kept = fit_trainable(backend, task, None, config, s.start, seed=0,
+                                  work_dir=tmp_path)
+    trial, refit = s.made
+    assert s.counts[0] == 3  # epochs 4 (the best), 5, 6: then patience ends it
+    assert len(trial.seen) == 6 * 12
+    fit = adapter.train_result["fit"]
+    assert fit["epochs"] == 4 and fit["trials"][0]["best_epoch"] == 4
+    assert len(refit.seen) == 4 * 16 and fit["min_epochs"] == 4
+    # a floor above the cap is the cap: validated once, at the last step
+    s = scripted(monkeypatch, [[0.9]])
+    config = SoftPromptConfig(epochs=3, batch_size=6, template="text_label", min_epochs=8)
+    adapter, _ = fit_trainable(backend, task, None, config, s.start, seed=0)
+    assert s.counts[0] == 1 and adapter.train_result["fit"]["epochs"] == 3
+    assert adapter.train_result["fit"]["min_epochs"] == 3
+
+
+def test_prompt_vector_methods_keep_five_epochs_at_least_weight_methods_none():
+    from tailorlm.methods.full import FullConfig
+    from tailorlm.methods.lora import LoraConfig
+    from tailorlm.methods.prefix import PrefixConfig
+
+    assert SoftPromptConfig().min_epochs == PrefixConfig().min_epochs == 5
+    assert LoraConfig().min_epochs == FullConfig().min_epochs == 0
+    hybrid = get_method("lora+soft_prompt").config.from_dict({})
+    assert [part.min_epochs for part in hybrid.parts()] == [0, 5]
+    with pytest.raises(Exception, match="min_epochs must be a whole number"):
+        SoftPromptConfig(min_epochs=-1)
+
+
 def test_the_record_says_rows_lr_epochs_and_template(backend, monkeypatch):
     task = sentiment_task(8)
     s = scripted(monkeypatch, [[0.5, 0.7, 0.6, 0.6]])
     config = SoftPromptConfig(epochs=4, batch_size=6, patience=2, template="text_label",
-                              lr=0.01)
+                              lr=0.01, min_epochs=0)
     start = s.start
     adapter, _ = fit_trainable(backend, task, None, config, start, seed=0)
     r = adapter.train_result
@@ -121,7 +157,7 @@ def test_the_lr_trials_keep_the_best_and_the_default_on_a_tie(backend, monkeypat
     # factors 0.3, 1, 3: the third is best; its best epoch (2) is what the refit runs
     s = scripted(monkeypatch, [[0.5, 0.5, 0.5], [0.6, 0.6, 0.6], [0.6, 0.8, 0.7, 0.7]])
     config = SoftPromptConfig(epochs=6, batch_size=6, patience=2, template="text_label",
-                              lr=0.01, lr_factors=[0.3, 1, 3])
+                              lr=0.01, lr_factors=[0.3, 1, 3], min_epochs=0)
     start = s.start
     fitted, kept = fit_trainable(backend, task, None, config, start, seed=0, work_dir=tmp_path)
     fit = fitted.train_result["fit"]

@@ -280,26 +280,29 @@ def method_costs(name: str, config: dict | None = None) -> dict:
 
     spec = get_method(name)
     sides = spec.side_costs
-    passes = CHOICE_EXTRA_PASSES if spec.choice_passes is None else \
-        spec.choice_passes(spec.config.from_dict(config or {}))
-    return {"family": spec.family, "sides": sides, "passes": passes}
+    resolved = spec.config.from_dict(config or {})
+    passes = CHOICE_EXTRA_PASSES if spec.choice_passes is None else spec.choice_passes(resolved)
+    floors = tuple(getattr(part, "min_epochs", 0) for part in resolved.parts())
+    return {"family": spec.family, "sides": sides, "passes": passes, "min_epochs": floors}
 
 
 def estimate_fit(p: Probe, sides: tuple[float, ...], n: int, epochs: int,
                  trials: int = 1, refit: bool = True,
-                 passes: float = CHOICE_EXTRA_PASSES) -> float:
+                 passes: float = CHOICE_EXTRA_PASSES, min_epochs: tuple[int, ...] = ()) -> float:
     """Seconds to fit one method on n rows (a hybrid: both sides); `epochs` is the cap, `trials`
     the learning rates tried, `refit` whether a refit on all n rows follows, `passes` what a
-    side that trains nothing scores to choose (module doc). The shared template search is
-    counted once per training sample by the plan's total, not here."""
+    side that trains nothing scores to choose, `min_epochs` each side's floor (TrainFields; the
+    best epoch is never earlier) (module doc). The shared template search is counted once per
+    training sample by the plan's total, not here."""
     total = 0.0
-    for cost in sides:
+    for i, cost in enumerate(sides):
         if not cost:  # nothing trained: prompts are chosen by scoring candidates
             total += passes * judged_rows(n, p.n_labels) * p.s_query
             continue
         n_fit = math.ceil((1 - VAL_FRACTION) * n)
         n_val = judged_rows(math.floor(VAL_FRACTION * n), p.n_labels)
-        e = min(epochs, expected_epochs(n_fit))
+        floor = min_epochs[i] if i < len(min_epochs) else 0
+        e = min(epochs, max(expected_epochs(n_fit), floor))
         every = max(1.0, epochs / MAX_EVALUATIONS)  # epochs between evaluations
         e_trial = min(epochs, e + PATIENCE * every)
         evaluations = min(MAX_EVALUATIONS, math.ceil(e_trial / every))
@@ -319,7 +322,8 @@ def run_seconds(p: Probe, info: dict, n: int, epochs: int, n_test: int, sens_row
     `info["trials"]`: the learning rates each learning side tries (1 unless the plan asks);
     `info["refit"]`: whether each refits on every row (True unless the plan drops it)."""
     return (estimate_fit(p, info["sides"], n, epochs, info.get("trials", 1),
-                         info.get("refit", True), info.get("passes", CHOICE_EXTRA_PASSES))
+                         info.get("refit", True), info.get("passes", CHOICE_EXTRA_PASSES),
+                         info.get("min_epochs", ()))
             + (n_test + sens_rows * variant_count(info)) * p.s_query
             + (judged_rows(n, p.n_labels) * p.s_query if train_score else 0.0))
 

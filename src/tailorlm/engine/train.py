@@ -259,7 +259,8 @@ def train(trainable: Trainable, train_rows: list[Row], *, config: TrainConfig, o
             end_of_epoch = position == steps_per_epoch - 1
             due = step % config.eval_every == 0 if config.eval_every else end_of_epoch
             metric = None
-            if evaluate is not None and (due or step == total_steps):
+            if evaluate is not None and ((due and step >= config.min_steps)
+                                         or step == total_steps):
                 trainable.train(False)
                 with torch.no_grad():
                     metric = float(evaluate())

@@ -30,6 +30,9 @@ class TrainConfig:
     seed: int = 0
     eval_every: int = 0  # steps between evaluations; 0 = at the end of each epoch
     patience: int = 0  # stop after this many evaluations without a new best; 0 = never stop early
+    # Evaluations start at this step: neither the best checkpoint nor early stopping reads
+    # anything earlier (the last step is always evaluated). 0 = from the first one.
+    min_steps: int = 0
     bf16: bool | str = "auto"  # bfloat16 autocast; "auto" = where the hardware computes it natively
     # Resume checkpoints: every checkpoint_seconds of training (and on SIGTERM/SIGINT), and every
     # checkpoint_every steps if set; 0 turns either off. Neither changes what the run computes.
@@ -39,7 +42,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         least = {"epochs": 1, "batch_size": 1, "grad_accum": 1, "log_every": 1, "eval_every": 0,
-                 "patience": 0, "checkpoint_every": 0, "seed": 0}
+                 "patience": 0, "min_steps": 0, "checkpoint_every": 0, "seed": 0}
         for name, low in least.items():
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:

@@ -133,6 +133,11 @@ class MethodConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def parts(self) -> tuple["MethodConfig", ...]:
+        """The configs of the parts that fit on their own, in `MethodSpec.side_costs` order:
+        (self,) for one method; a hybrid's weight side, then its input side."""
+        return (self,)
+
 
 def choose(name: str, value: Any, allowed: tuple) -> None:
     """Raise the one-line error for a value outside `allowed`."""

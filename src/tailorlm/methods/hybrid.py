@@ -126,6 +126,9 @@ class HybridConfig(MethodConfig):
         return {"weight": self.weight.to_dict(), "input": self.input.to_dict(),
                 "variant_field": self.variant_field}
 
+    def parts(self) -> tuple[MethodConfig, ...]:
+        return (self.weight, self.input)
+
 
 @functools.cache
 def hybrid_spec(name: str) -> MethodSpec:

@@ -48,6 +48,7 @@ class PrefixConfig(TrainFields):
     # here: a third of soft_prompt's 3e-2, since attention reads these values directly rather
     # than through a normalisation and a projection, so the same step moves the output more.
     lr: float = 1e-2
+    min_epochs: int = 5  # free vectors learn slowly: no fit shorter than this (TrainFields)
     n_virtual: int = 10  # virtual positions in every layer
     reparameterize: bool = False  # train through an MLP (PEFT's prefix_projection)
     init: str = "labels"  # labels | text | vocab: which real tokens' key/values start the prefix

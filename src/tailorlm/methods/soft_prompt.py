@@ -38,6 +38,7 @@ class SoftPromptConfig(TrainFields):
     # and small gradients after a whole frozen model. Lester et al. used 0.3 with Adafactor;
     # 3e-2 is what PEFT's prompt-tuning examples use with AdamW.
     lr: float = 3e-2
+    min_epochs: int = 5  # free vectors learn slowly: no fit shorter than this (TrainFields)
     n_virtual: int = 20  # virtual tokens: more = more capacity and a longer prefix per query
     init: str = "labels"  # labels | text | vocab: which real tokens' embeddings P starts as
     init_text: str = ""  # for init: text, e.g. "Classify the sentiment of this movie review"

@@ -15,9 +15,10 @@ The fit protocol (`fit_trainable`), on n training rows:
 
     held-out  with no validation data, a quarter of the rows (stratified) is held out: the judge
     trials    for each lr in lr * lr_factors: train on the rest up to `epochs` (the cap), evaluating
-              on the judge (at most MAX_EVALUATIONS times); stop after `patience` evaluations
-              without a new best; keep the best evaluation (the plan's metric, ties broken by the
-              gold label's log-probability: methods/selection.judged)
+              on the judge (at most MAX_EVALUATIONS times, none before `min_epochs`); stop
+              after `patience` evaluations without a new best; keep the best evaluation (the
+              plan's metric, ties broken by the gold label's log-probability:
+              methods/selection.judged)
     choose    the trial with the best validation score: its lr, and its best epoch
     refit     (`refit: true`, the default) train again on all n rows with that lr for that many
               epochs, without validation: no row of a tiny sample is left untrained. Cost: one
@@ -133,6 +134,7 @@ def fit_trainable(backend: Backend, train_task: Task, val: Task | None, config: 
     rows = encode_rows(backend, template, fit_task)
     per_epoch = math.ceil(len(rows) / (config.batch_size * config.grad_accum))
     factors = config.lr_factors if judge is not None else [1.0]
+    min_steps = min(config.min_epochs, config.epochs) * per_epoch  # validation starts here
     # The fit whose weights are kept writes to `root` (train_log.jsonl, checkpoints/): the refit,
     # or the one trial when there is nothing to choose; trials that only choose, to root/trialN.
     alone = not refit and len(factors) == 1
@@ -150,7 +152,7 @@ def fit_trainable(backend: Backend, train_task: Task, val: Task | None, config: 
             history.append((judged(*parts), parts[0]))
             return history[-1][0]
 
-        tc = config.train_config(seed, lr=config.lr * factor)
+        tc = config.train_config(seed, lr=config.lr * factor, min_steps=min_steps)
         result = train(trainable, rows, config=spaced(tc, len(rows)), out_dir=trial_dir(i),
                        evaluate=evaluate if judge is not None else None,
                        fingerprint=fingerprint, resume=resume,
@@ -213,8 +215,8 @@ def fit_trainable(backend: Backend, train_task: Task, val: Task | None, config: 
                                       if e not in trained_on],
         "template": choice.record(),
         "fit": {"lr": best["lr"], "epochs": epochs, "epoch_cap": config.epochs,
-                "patience": config.patience, "refit": refit, "metric": metric_name(train_task,
-                                                                                   metric),
+                "patience": config.patience, "min_epochs": min(config.min_epochs, config.epochs),
+                "refit": refit, "metric": metric_name(train_task, metric),
                 "val_metric": best["val_metric"], "n_held_out": len(train_task) - len(fit_task),
                 "selection_seconds": round(selection_seconds, 2),
                 "refit_seconds": round(refit_seconds, 2),

@@ -57,6 +57,11 @@ class TrainFields(MethodConfig):
     warmup_ratio: float = 0.1
     schedule: str = "linear"  # linear | cosine | constant
     patience: int = 2  # evaluations without a new best before stopping; 0 = train to the cap
+    # The fewest epochs a fit keeps (at most the cap): validation, and so the best checkpoint and
+    # early stopping, starts after them. 0 for the weight methods; the prompt-vector methods
+    # (soft_prompt, prefix) set 5: on 8 held-out rows their validation can peak by chance at
+    # epoch 2 (sst2 K=16, docs/benchmarks.md), a fit too short to learn much.
+    min_epochs: int = 0
     # After choosing lr and epochs on held-out rows, train again on every row with them.
     refit: bool = True
     # bfloat16 autocast: "auto" = where the CPU/GPU computes it natively. Off by default: on sst2
@@ -78,6 +83,10 @@ class TrainFields(MethodConfig):
             raise TailorError(f"lr_factors is a list of positive multiples of lr, e.g. [0.3, 1, 3]"
                               f" (three trials) or [1] (none), not {self.lr_factors!r}")
         self.lr_factors = [float(f) for f in factors]
+        if (not isinstance(self.min_epochs, int) or isinstance(self.min_epochs, bool)
+                or self.min_epochs < 0):
+            raise TailorError(f"min_epochs must be a whole number of at least 0 (0 = validation "
+                              f"from the first epoch), not {self.min_epochs!r}")
         if not isinstance(self.refit, bool):
             raise TailorError(f"refit must be true or false, not {self.refit!r}")
 
