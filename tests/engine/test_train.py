@@ -145,6 +145,31 @@ def test_validation_starts_at_min_steps(tmp_path):
                                                                          0.2]
 
 
+def test_an_evaluation_within_a_standard_error_ties_and_its_weights_are_kept(tmp_path):
+    metrics = iter([0.5, 0.75, 0.625, 0.5, 0.5, 1.0])
+    seen = {}
+
+    def evaluate(trainable):
+        seen[len(seen) + 1] = trainable.state_dict()["prompt"]
+        return next(metrics)
+
+    # 8 judged rows: 0.625 is within tie_tolerance(0.75, 8) = 0.153 of 0.75, 0.5 is not
+    trainable, result = worker.run(tmp_path, evaluate=evaluate, eval_every=1, patience=2,
+                                   checkpoint_every=0, tie_rows=8)
+    assert result.steps == 5 and result.stopped_early
+    assert (result.best_step, result.best_metric) == (3, 0.75)
+    assert torch.equal(trainable.state_dict()["prompt"], seen[3])
+
+
+def test_tie_tolerance_is_a_standard_error_at_least_one_row():
+    from tailorlm.engine.train_config import tie_tolerance
+
+    assert tie_tolerance(0.875, 24) == pytest.approx((0.875 * 0.125 / 24) ** 0.5)
+    assert tie_tolerance(1.0, 8) == pytest.approx(1 / 8)
+    assert tie_tolerance(0.5, 200) == pytest.approx(0.5 / 200 ** 0.5)
+    assert tie_tolerance(1.00005, 24) == pytest.approx(1 / 24)  # a judged value over 1
+
+
 def test_bf16_autocast_close_to_fp32(tmp_path):
     fp32, r32 = worker.run(tmp_path / "fp32", lr=0.5, checkpoint_every=0, bf16=False)
     bf16, r16 = worker.run(tmp_path / "bf16", lr=0.5, checkpoint_every=0, bf16=True)

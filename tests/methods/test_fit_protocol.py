@@ -85,7 +85,8 @@ def rows_of(backend, task, template_name="text_label"):
 def test_early_stopping_stops_when_validation_stops_improving_then_refits_every_row(
         backend, monkeypatch, tmp_path):
     task = sentiment_task(8)  # 16 rows: 12 trained in the trial, 4 judge; 2 steps an epoch
-    s = scripted(monkeypatch, [[0.5, 0.6, 0.7, 0.65, 0.6, 0.9]])
+    # shares of the 4 judged rows; 0.25 is more than a standard error under 0.75 (tie_tolerance)
+    s = scripted(monkeypatch, [[0.25, 0.5, 0.75, 0.25, 0.25, 1.0]])
     config = SoftPromptConfig(epochs=10, batch_size=6, patience=2, template="text_label",
                               min_epochs=0)
     adapter, kept = fit_trainable(backend, task, None, config, s.start, seed=0,
@@ -101,6 +102,22 @@ def test_early_stopping_stops_when_validation_stops_improving_then_refits_every_
     assert record["trials"][0]["best_epoch"] == 3 and record["trials"][0]["stopped_early"]
     # the plan's metric reached every validation pass
     assert set(s.calls) == {"macro_f1"}
+
+
+def test_a_later_epoch_the_judge_cannot_tell_from_the_best_is_kept(backend, monkeypatch):
+    task = sentiment_task(8)  # 4 judged rows: a tie is within 0.25 (one row) of the best
+    s = scripted(monkeypatch, [[0.5, 0.75, 0.5, 0.0, 0.0, 1.0]])
+    config = SoftPromptConfig(epochs=10, batch_size=6, patience=2, template="text_label",
+                              min_epochs=0)
+    adapter, kept = fit_trainable(backend, task, None, config, s.start, seed=0)
+    trial, refit = s.made
+    # epoch 3 (0.5) ties epoch 2 (0.75): it is kept, and patience counts from it
+    assert s.counts[0] == 5
+    fit = adapter.train_result["fit"]
+    assert fit["trials"][0]["best_epoch"] == 3 and fit["epochs"] == 3
+    assert len(refit.seen) == 3 * 16
+    # the record's validation score is the best one reached
+    assert fit["val_metric"] == 0.75
 
 
 def test_no_fit_is_kept_shorter_than_min_epochs(backend, monkeypatch, tmp_path):
@@ -140,7 +157,7 @@ def test_prompt_vector_methods_keep_five_epochs_at_least_weight_methods_none():
 
 def test_the_record_says_rows_lr_epochs_and_template(backend, monkeypatch):
     task = sentiment_task(8)
-    s = scripted(monkeypatch, [[0.5, 0.7, 0.6, 0.6]])
+    s = scripted(monkeypatch, [[0.5, 0.75, 0.25, 0.25]])
     config = SoftPromptConfig(epochs=4, batch_size=6, patience=2, template="text_label",
                               lr=0.01, min_epochs=0)
     start = s.start
@@ -155,7 +172,7 @@ def test_the_record_says_rows_lr_epochs_and_template(backend, monkeypatch):
 def test_the_lr_trials_keep_the_best_and_the_default_on_a_tie(backend, monkeypatch, tmp_path):
     task = sentiment_task(8)
     # factors 0.3, 1, 3: the third is best; its best epoch (2) is what the refit runs
-    s = scripted(monkeypatch, [[0.5, 0.5, 0.5], [0.6, 0.6, 0.6], [0.6, 0.8, 0.7, 0.7]])
+    s = scripted(monkeypatch, [[0.25, 0.0, 0.0], [0.5, 0.0, 0.0], [0.5, 1.0, 0.5, 0.5]])
     config = SoftPromptConfig(epochs=6, batch_size=6, patience=2, template="text_label",
                               lr=0.01, lr_factors=[0.3, 1, 3], min_epochs=0)
     start = s.start
@@ -165,7 +182,8 @@ def test_the_lr_trials_keep_the_best_and_the_default_on_a_tie(backend, monkeypat
     assert [t["lr"] for t in fit["trials"]] == pytest.approx([0.003, 0.01, 0.03])
     assert len(s.made) == 4 and kept is s.made[3] and len(kept.seen) == 2 * 16
     # a tie goes to the factor nearest 1: the method's own default
-    s = scripted(monkeypatch, [[0.7, 0.6, 0.6], [0.7, 0.6, 0.6], [0.7, 0.6, 0.6], [0.0]])
+    s = scripted(monkeypatch, [[0.75, 0.25, 0.25], [0.75, 0.25, 0.25], [0.75, 0.25, 0.25],
+                               [0.0]])
     fitted, _ = fit_trainable(backend, task, None, config, s.start, seed=0)
     assert fitted.train_result["fit"]["lr"] == pytest.approx(0.01)
 

@@ -45,7 +45,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tailorlm.engine import checkpoint
-from tailorlm.engine.train_config import SCHEDULES, TrainConfig  # noqa: F401 (re-exported)
+from tailorlm.engine.train_config import SCHEDULES, TrainConfig, tie_tolerance  # noqa: F401
 from tailorlm.errors import TailorError
 
 log = logging.getLogger(__name__)
@@ -265,8 +265,12 @@ def train(trainable: Trainable, train_rows: list[Row], *, config: TrainConfig, o
                 with torch.no_grad():
                     metric = float(evaluate())
                 trainable.train(True)
-                if state["best_metric"] is None or metric > state["best_metric"]:
-                    state["best_metric"], state["best_step"], state["bad_evals"] = metric, step, 0
+                top = state["best_metric"]
+                if top is None or metric > top or (
+                        config.tie_rows and metric >= top - tie_tolerance(top, config.tie_rows)):
+                    # a new best, or a tie with it: these (later) weights are kept
+                    state["best_metric"] = metric if top is None else max(top, metric)
+                    state["best_step"], state["bad_evals"] = step, 0
                     best_is_current = True
                 else:
                     state["bad_evals"] += 1
