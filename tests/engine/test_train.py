@@ -104,14 +104,20 @@ def test_epoch_batches_deterministic_and_cover_every_row():
     assert all(hi <= next_lo for (_, hi), (next_lo, _) in zip(spans, spans[1:]))
 
 
-def test_early_stopping_restores_best(tmp_path):
-    metrics = iter([0.1, 0.5, 0.3, 0.2, 0.9, 0.9])
-    seen = {}
+def scripted_evaluate(values: list[float]):
+    """(evaluate, seen): evaluate returns `values` in turn; seen[n] = the weights the n-th
+    evaluation read."""
+    metrics, seen = iter(values), {}
 
     def evaluate(trainable):
         seen[len(seen) + 1] = trainable.state_dict()["prompt"]
         return next(metrics)
 
+    return evaluate, seen
+
+
+def test_early_stopping_restores_best(tmp_path):
+    evaluate, seen = scripted_evaluate([0.1, 0.5, 0.3, 0.2, 0.9, 0.9])
     trainable, result = worker.run(tmp_path, evaluate=evaluate, eval_every=1, patience=2,
                                    checkpoint_every=0)
     assert result.stopped_early and result.steps == 4
@@ -129,30 +135,18 @@ def test_early_stopping_restores_best(tmp_path):
 
 
 def test_validation_starts_at_min_steps(tmp_path):
-    metrics = iter([0.4, 0.3, 0.2, 0.9])
-    steps = []
-
-    def evaluate(trainable):
-        steps.append(len(steps))
-        return next(metrics)
-
+    evaluate, seen = scripted_evaluate([0.4, 0.3, 0.2, 0.9])
     _, result = worker.run(tmp_path, evaluate=evaluate, eval_every=1, patience=2,
                            checkpoint_every=0, min_steps=3)
     # nothing before step 3 is read: the best is step 3's, patience ends the run at step 5
-    assert len(steps) == 3 and result.steps == 5 and result.stopped_early
+    assert len(seen) == 3 and result.steps == 5 and result.stopped_early
     assert result.best_step == 3
     assert [line.get("eval") for line in log_without_time(tmp_path)] == [None, None, 0.4, 0.3,
                                                                          0.2]
 
 
 def test_an_evaluation_within_a_standard_error_ties_and_its_weights_are_kept(tmp_path):
-    metrics = iter([0.5, 0.75, 0.625, 0.5, 0.5, 1.0])
-    seen = {}
-
-    def evaluate(trainable):
-        seen[len(seen) + 1] = trainable.state_dict()["prompt"]
-        return next(metrics)
-
+    evaluate, seen = scripted_evaluate([0.5, 0.75, 0.625, 0.5, 0.5, 1.0])
     # 8 judged rows: 0.625 is within tie_tolerance(0.75, 8) = 0.153 of 0.75, 0.5 is not
     trainable, result = worker.run(tmp_path, evaluate=evaluate, eval_every=1, patience=2,
                                    checkpoint_every=0, tie_rows=8)

@@ -45,7 +45,8 @@ import torch
 from tqdm.auto import tqdm
 
 from tailorlm.engine import checkpoint
-from tailorlm.engine.train_config import SCHEDULES, TrainConfig, tie_tolerance  # noqa: F401
+from tailorlm.engine.train_config import SCHEDULES, TrainConfig  # noqa: F401 (re-exported)
+from tailorlm.engine.train_config import tie_tolerance
 from tailorlm.errors import TailorError
 
 log = logging.getLogger(__name__)
