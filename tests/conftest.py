@@ -1,4 +1,4 @@
-"""Fixtures every test shares: a private TAILORLM_HOME, and a tiny offline model.
+"""Fixtures every test shares: a private TAILORLM_HOME, no kept fits, and a tiny offline model.
 
 No test touches the user's home: each gets its own TAILORLM_HOME under pytest's tmp_path. The
 integration tests instead share one home for the whole session (`smollm2_home`), so the built-in
@@ -29,6 +29,16 @@ def tailorlm_home(request, tmp_path, monkeypatch) -> Path:
         home = tmp_path / "tailorlm_home"
     monkeypatch.setenv("TAILORLM_HOME", str(home))
     return home
+
+
+@pytest.fixture(autouse=True)
+def no_kept_fits():
+    """Each test starts with no fit kept from another (methods/fit_memo.py)."""
+    from tailorlm.methods import fit_memo
+
+    fit_memo.clear()
+    yield
+    fit_memo.clear()
 
 
 @pytest.fixture(scope="session")

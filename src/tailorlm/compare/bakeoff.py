@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from tailorlm.compare.budget import epochs_for, learning_options, method_costs, n_shots, probe, \
-    protocol_info, remote_probe, run_seconds, size_plan
+    protocol_info, remote_probe, run_seconds, size_plan, with_shared_fits
 from tailorlm.compare.plan import TREE, Plan, check_data, check_metric, method_config
 from tailorlm.compare.runner import Run, evaluation_subset, run_comparison
 from tailorlm.data.task import Task
@@ -61,14 +61,22 @@ def task_name(path: str) -> str:
     return p.parent.name if p.stem.lower() in splits and p.parent.name else p.stem
 
 
+def plan_costs(plan: Plan) -> dict[str, dict]:
+    """What the budget needs of each method of the plan (compare/budget.py method_costs), with
+    the parts another run of the plan fits marked free (with_shared_fits)."""
+    return with_shared_fits({m.method: method_costs(m.method, method_config(plan, m))
+                             for m in plan.methods})
+
+
 def plan_runs(plan: Plan, train: Task, sizing: dict, p) -> list[Run]:
     """The plan's runs, most important first (the runner may skip the optional tail)."""
     t = plan.tree
     k, seeds = sizing["k"], plan.seeds
     main, extra, curve = [], [], []
+    costs = plan_costs(plan)
     for entry in plan.methods:
         base = method_config(plan, entry)
-        info = {**method_costs(entry.method, base), **protocol_info(sizing)}
+        info = {**costs[entry.method], **protocol_info(sizing)}
         for kk in [k] + [c for c in sizing["curve"] if c != k]:
             n = n_shots(train, kk)
             config = dict(base)
@@ -205,9 +213,7 @@ def run_plan(plan: Plan, out: str | Path, *, on_event=None, on_note=print) -> di
     if remote:
         plan = _text_only(plan, backend, on_note)
     p = remote_probe(backend, train, test) if remote else probe(backend, train, test)
-    sizing = _recorded_sizing(plan, out) or size_plan(
-        plan, train, test, p,
-        {m.method: method_costs(m.method, method_config(plan, m)) for m in plan.methods})
+    sizing = _recorded_sizing(plan, out) or size_plan(plan, train, test, p, plan_costs(plan))
     for note in sizing["notes"]:
         on_note(f"plan: {note}")
     unit = "per class" if train.kind == "classification" else "examples"

@@ -74,6 +74,7 @@ Sizes (`auto`):
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -283,19 +284,40 @@ def method_costs(name: str, config: dict | None = None) -> dict:
     resolved = spec.config.from_dict(config or {})
     passes = CHOICE_EXTRA_PASSES if spec.choice_passes is None else spec.choice_passes(resolved)
     floors = tuple(getattr(part, "min_epochs", 0) for part in resolved.parts())
-    return {"family": spec.family, "sides": sides, "passes": passes, "min_epochs": floors}
+    # each side's fit as methods/fit_memo.py would know it again (None: never kept)
+    fits = tuple(json.dumps([part_name, part.to_dict()], sort_keys=True, default=str)
+                 if get_method(part_name).shared_fit else None
+                 for part_name, part in zip(spec.parts or (name,), resolved.parts()))
+    return {"family": spec.family, "sides": sides, "passes": passes, "min_epochs": floors,
+            "fits": fits}
+
+
+def with_shared_fits(method_info: dict[str, dict]) -> dict[str, dict]:
+    """`method_info` with `free_sides` on each method made of parts: the sides another method of
+    the plan fits as a whole, with the same config (a hybrid's LoRA beside the plan's `lora`),
+    which the runner takes from that run (methods/fit_memo.py) instead of training again."""
+    whole = {info["fits"][0] for info in method_info.values()
+             if len(info.get("fits", ())) == 1 and info["fits"][0] is not None}
+    return {name: {**info, "free_sides": tuple(
+                i for i, fit in enumerate(info.get("fits", ()))
+                if len(info["fits"]) > 1 and fit in whole)}
+            for name, info in method_info.items()}
 
 
 def estimate_fit(p: Probe, sides: tuple[float, ...], n: int, epochs: int,
                  trials: int = 1, refit: bool = True,
-                 passes: float = CHOICE_EXTRA_PASSES, min_epochs: tuple[int, ...] = ()) -> float:
+                 passes: float = CHOICE_EXTRA_PASSES, min_epochs: tuple[int, ...] = (),
+                 free_sides: tuple[int, ...] = ()) -> float:
     """Seconds to fit one method on n rows (a hybrid: both sides); `epochs` is the cap, `trials`
     the learning rates tried, `refit` whether a refit on all n rows follows, `passes` what a
     side that trains nothing scores to choose, `min_epochs` each side's floor (TrainFields; the
-    best epoch is never earlier) (module doc). The shared template search is counted once per
-    training sample by the plan's total, not here."""
+    best epoch is never earlier), `free_sides` the sides another run of the plan fits
+    (with_shared_fits) (module doc). The shared template search is counted once per training
+    sample by the plan's total, not here."""
     total = 0.0
     for i, cost in enumerate(sides):
+        if i in free_sides:
+            continue
         if not cost:  # nothing trained: prompts are chosen by scoring candidates
             total += passes * judged_rows(n, p.n_labels) * p.s_query
             continue
@@ -323,7 +345,7 @@ def run_seconds(p: Probe, info: dict, n: int, epochs: int, n_test: int, sens_row
     `info["refit"]`: whether each refits on every row (True unless the plan drops it)."""
     return (estimate_fit(p, info["sides"], n, epochs, info.get("trials", 1),
                          info.get("refit", True), info.get("passes", CHOICE_EXTRA_PASSES),
-                         info.get("min_epochs", ()))
+                         info.get("min_epochs", ()), info.get("free_sides", ()))
             + (n_test + sens_rows * variant_count(info)) * p.s_query
             + (judged_rows(n, p.n_labels) * p.s_query if train_score else 0.0))
 

@@ -41,7 +41,8 @@ from tailorlm.data.task import Task
 from tailorlm.engine.cost import CostMeter, dir_bytes
 from tailorlm.engine.evaluate import evaluate, quick_score
 from tailorlm.engine.predictions import per_row, test_rows, write_predictions
-from tailorlm.methods.contract import check_backend, fitted_rows, held_out_rows
+from tailorlm.methods.contract import check_backend, fitted_rows, held_out_rows, train_report
+from tailorlm.methods import fit_memo
 from tailorlm.methods.artifact import build_card, load_adapter, save_adapter
 from tailorlm.methods.index import get_method
 from tailorlm.methods.selection import validation_subset
@@ -172,17 +173,29 @@ def _run_one(backend, train, test, run: Run, spec, config, out: Path, metric, va
     check_backend(spec, backend)  # a method that needs weights refuses an API-only model
     mark = backend.usage_mark()  # API calls, tokens and dollars from here are this run's
     shots = k_per_class(train, run.k, run.seed) if run.k else train
+    # a fit this comparison already made (a hybrid's weight side, the same LoRA) is taken, not
+    # made again; its seconds and memory are still this run's costs (methods/fit_memo.py)
+    memo = fit_memo.fit_key(spec, backend, shots, val, config, run.seed, metric)
+    kept = fit_memo.recall(memo)
     with CostMeter() as fit_cost:
-        adapter = spec.fit(backend, shots, val, config, seed=run.seed, metric=metric,
-                           work_dir=out / "work" / run.slug, resume=True)
+        adapter = kept.adapter if kept is not None else spec.fit(
+            backend, shots, val, config, seed=run.seed, metric=metric,
+            work_dir=out / "work" / run.slug, resume=True)
+    if kept is None:
+        fit_memo.keep(memo, adapter, fit_cost.seconds,
+                      fit_cost.peak_rss_mb - fit_cost.start_rss_mb)
+    report = train_report(adapter)  # a hybrid whose weight side was taken says so
+    reused_seconds = kept.seconds if kept else report.get("reused_seconds", 0.0)
+    reused_peak = kept.peak_mb if kept else report.get("reused_peak_mb", 0.0)
     eval_mark = backend.usage_mark()
     result = evaluate(backend, adapter, test, metric=metric, seed=run.seed)
     per_query = backend.query_cost(eval_mark, result.n_eval) if eval_mark is not None else {}
     adapter_dir = out / "adapters" / run.slug
     # the run's own memory: the peak of fit and evaluation minus the RSS before the fit
-    own_peak = max(fit_cost.peak_rss_mb, result.rss_before_mb + result.peak_rss_mb) \
-        - fit_cost.start_rss_mb
-    costs = {"fit_seconds": fit_seconds(adapter, fit_cost.seconds), "peak_rss_mb": own_peak,
+    own_peak = max(fit_cost.peak_rss_mb - fit_cost.start_rss_mb, reused_peak,
+                   result.rss_before_mb + result.peak_rss_mb - fit_cost.start_rss_mb)
+    costs = {"fit_seconds": fit_seconds(adapter, fit_cost.seconds + reused_seconds),
+             "fit_reused": bool(reused_seconds), "peak_rss_mb": own_peak,
              "rss_before_mb": fit_cost.start_rss_mb, **eval_costs(result)}
     card = build_card(adapter, backend, shots, train=shots, val=val, test=test,
                       metrics={result.metric: result.score,

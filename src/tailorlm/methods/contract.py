@@ -93,6 +93,12 @@ class MethodSpec:
     # Whether it reads a column that names each row's variant (data.variant_field: a hybrid's
     # per-client input sides); a plan with a variant field and no such method is refused.
     reads_variants: bool = False
+    # Whether a fit of it is kept in memory for a hybrid whose part is the same fit, and the
+    # other way round (methods/fit_memo.py): a LoRA's few MB, not a full fine-tune's model copy.
+    shared_fit: bool = False
+    # The methods its parts are fitted as, in `side_costs` order (a hybrid: its weight side's,
+    # then its input side's); () = the method is its own one part.
+    parts: tuple[str, ...] = ()
 
     @property
     def side_costs(self) -> tuple[float, ...]:

@@ -51,10 +51,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 from tailorlm.data.task import Example, Task
-from tailorlm.engine.cost import dir_bytes
+from tailorlm.engine.cost import current_rss_mb, dir_bytes, peak_rss_mb
 from tailorlm.engine.evaluate import quick_score
 from tailorlm.engine.prompt import Prompt
 from tailorlm.errors import TailorError
+from tailorlm.methods import fit_memo
 from tailorlm.methods.contract import MethodConfig, MethodSpec, serving_of
 from tailorlm.methods.index import METHODS
 from tailorlm.models.backend import Backend
@@ -156,7 +157,8 @@ def hybrid_spec(name: str) -> MethodSpec:
                   {"weight_spec": weight, "input_spec": input_, "__module__": __name__})
     return MethodSpec(name, config, fit, from_state, side="weight", family="hybrid",
                       train_cost=weight.train_cost + input_.train_cost,
-                      part_costs=(weight.train_cost, input_.train_cost), reads_variants=True)
+                      part_costs=(weight.train_cost, input_.train_cost), reads_variants=True,
+                      parts=(weight.name, input_.name))
 
 
 def type_name(spec: MethodSpec) -> str:
@@ -333,14 +335,14 @@ def fit(backend: Backend, train: Task, val: Task | None, config: HybridConfig, *
     val_by_variant = split_variants(val, config.variant_field)
     sub = (lambda *p: Path(work_dir, *p)) if work_dir else (lambda *p: None)  # noqa: E731
 
-    # Seconds by the clock, not a CostMeter: a meter resets the process's peak-RSS mark, which
-    # would hide this fit's peak from the caller's meter around the whole hybrid.
-    started = time.perf_counter()
-    weight = weight_spec.fit(backend, train, val, config.weight, seed=seed,
-                             work_dir=sub("weight"), resume=resume, metric=metric)
-    seconds = time.perf_counter() - started
+    weight, seconds, reused = fit_weight(backend, weight_spec, train, val, config.weight,
+                                         seed=seed, work_dir=sub("weight"), resume=resume,
+                                         metric=metric)
     report = {"weight": {**getattr(weight, "train_result", {}), "fit_seconds": seconds,
                          "trainable_params": weight.trainable_params, "n_train": len(train)}}
+    if reused is not None:  # its cost is still the hybrid's: what fitting it alone costs
+        report["weight"]["reused"] = True
+        report.update(reused_seconds=reused.seconds, reused_peak_mb=reused.peak_mb)
     bound = weight.bind(backend)
     input_config = reading_weights(config.input, weight)
     fallback, report["fallback"] = fit_input(backend, bound, weight, input_spec, input_config,
@@ -356,6 +358,27 @@ def fit(backend: Backend, train: Task, val: Task | None, config: HybridConfig, *
             metric=metric)
     report.update(totals(report))
     return HybridAdapter(name, config, weight, fallback, variants, report)
+
+
+def fit_weight(backend: Backend, spec: MethodSpec, train: Task, val: Task | None, config, *,
+               seed: int, work_dir, resume: bool, metric: str | None):
+    """The weight side: (adapter, its fit's seconds, the Kept it was taken from or None).
+
+    The same fit of the same method run on its own in this comparison is taken from
+    methods/fit_memo.py rather than trained again; else it is fitted and kept there."""
+    key = fit_memo.fit_key(spec, backend, train, val, config, seed, metric)
+    kept = fit_memo.recall(key)
+    if kept is not None:
+        return kept.adapter, kept.seconds, kept
+    # Seconds by the clock, not a CostMeter: a meter resets the process's peak-RSS mark, which
+    # would hide this fit's peak from the caller's meter around the whole hybrid. The mark the
+    # caller reset before the hybrid began is this fit's peak so far.
+    started, rss = time.perf_counter(), current_rss_mb()
+    weight = spec.fit(backend, train, val, config, seed=seed, work_dir=work_dir, resume=resume,
+                      metric=metric)
+    seconds = time.perf_counter() - started
+    fit_memo.keep(key, weight, seconds, peak_rss_mb() - rss)
+    return weight, seconds, None
 
 
 def reading_weights(config, weight):

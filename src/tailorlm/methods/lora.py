@@ -279,4 +279,4 @@ def export_merged(adapter: LoraAdapter, backend: Backend, out_dir) -> Path:
 
 
 register(MethodSpec(NAME, LoraConfig, fit, from_state, side="weight", family="fine tuning",
-                      train_cost=4.5))
+                      train_cost=4.5, shared_fit=True))
