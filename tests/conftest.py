@@ -41,6 +41,29 @@ def no_kept_fits():
     fit_memo.clear()
 
 
+@pytest.fixture
+def fit_calls(monkeypatch):
+    """Every registered method's fit wrapped to count its calls, by name; hybrid specs are
+    rebuilt on the counting fits."""
+    import dataclasses
+
+    from tailorlm.methods import METHODS, hybrid
+
+    calls = {}
+
+    def counting(spec):
+        def fit(*args, **kwargs):
+            calls[spec.name] = calls.get(spec.name, 0) + 1
+            return spec.fit(*args, **kwargs)
+        return dataclasses.replace(spec, fit=fit)
+
+    for name, spec in list(METHODS.items()):
+        monkeypatch.setitem(METHODS, name, counting(spec))
+    hybrid.hybrid_spec.cache_clear()
+    yield calls
+    hybrid.hybrid_spec.cache_clear()
+
+
 @pytest.fixture(scope="session")
 def smollm2_home(tmp_path_factory) -> Path:
     """A TAILORLM_HOME shared by the integration tests: request it to use it."""

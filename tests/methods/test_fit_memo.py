@@ -1,7 +1,5 @@
 """A LoRA fit kept for the hybrid that starts from it (methods/fit_memo.py), and its costs."""
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
@@ -10,7 +8,7 @@ from helpers import sentiment_task, tiny_backend
 from tailorlm.compare.budget import Probe, method_costs, run_seconds, with_shared_fits
 from tailorlm.compare.runner import Run, run_comparison
 from tailorlm.engine.evaluate import label_scores
-from tailorlm.methods import METHODS, fit_memo, get_method, hybrid
+from tailorlm.methods import fit_memo, get_method
 
 LORA = {"epochs": 2, "batch_size": 4, "lr": 1e-2, "template": "text_label", "refit": False}
 INPUT = {"epochs": 2, "batch_size": 4, "template": "text_label", "min_epochs": 0}
@@ -22,21 +20,8 @@ def backend():
 
 
 @pytest.fixture
-def fits(monkeypatch):
-    """Each registered method's fit calls, by name (hybrid specs rebuilt on the counting fits)."""
-    calls = {}
-
-    def counting(spec):
-        def fit(*args, **kwargs):
-            calls[spec.name] = calls.get(spec.name, 0) + 1
-            return spec.fit(*args, **kwargs)
-        return dataclasses.replace(spec, fit=fit)
-
-    for name, spec in list(METHODS.items()):
-        monkeypatch.setitem(METHODS, name, counting(spec))
-    hybrid.hybrid_spec.cache_clear()
-    yield calls
-    hybrid.hybrid_spec.cache_clear()
+def fits(fit_calls):
+    return fit_calls  # conftest.py: every method's fit calls, by name
 
 
 def lora_weights(adapter) -> dict:
