@@ -115,6 +115,20 @@ def test_plan_runs_carry_the_cap_and_the_lr_choice():
     assert "lr_factors" not in runs["prompt_template"].config
     hybrid = get_method("lora+soft_prompt").config.from_dict(runs["lora+soft_prompt"].config)
     assert hybrid.weight.lr_factors == hybrid.input.lr_factors == [0.3, 1.0, 3.0]
+    # the hybrid's LoRA is the plan's lora fit (methods/fit_memo.py): the same config
+    assert hybrid.weight == get_method("lora").config.from_dict(runs["lora"].config)
+
+
+def test_latency_is_timed_on_each_methods_first_run_only():
+    from tailorlm.compare.bakeoff import plan_runs
+
+    plan = default_plan(["task=x", "methods=[prompt_template, lora]", "seeds=[0, 1]"])
+    sizing = {"k": 4, "curve": [1, 4], "max_test": 100, "sensitivity": 20}
+    runs = plan_runs(plan, task(300), sizing, None)
+    assert len(runs) == 6
+    assert [(r.method, r.seed, r.k) for r in runs if r.latency] == [("prompt_template", 0, 4),
+                                                                    ("lora", 0, 4)]
+    assert all(r.latency == r.required == bool(r.sensitivity) for r in runs)
 
 
 def test_a_tight_budget_caps_epochs_at_the_expected_length_before_cutting_k():

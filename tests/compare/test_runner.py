@@ -143,3 +143,13 @@ def test_evaluation_subset_of_many_labels_is_never_empty():
     assert 10 <= len(evaluation_subset(task, 20)) <= 20
     one_each = task.with_examples(task.examples[::3])  # a single example of every label
     assert len(evaluation_subset(one_each, 20)) == 20
+
+
+def test_a_run_without_latency_skips_the_one_at_a_time_timing(backend, tmp_path):
+    task = sentiment_task(6)
+    timed, untimed = run_comparison(backend, task, task, [
+        Run("prompt_template", {"template": "text_label"}, seed=0, k=3),
+        Run("prompt_template", {"template": "text_label"}, seed=1, k=3, latency=False)], tmp_path)
+    assert timed["latency_queries"] == 20 and timed["latency_ms_p95"] > 0
+    assert untimed["latency_queries"] == 0 and untimed["latency_ms_p50"] is None
+    assert untimed["score"] >= 0 and untimed["eval_seconds"] > 0

@@ -1,7 +1,7 @@
 """A whole comparison from a plan: data, model, sizing, runs in priority order, reports.
 
     plan ─► data (k-shot pools, seeded test subset) ─► model ─► probe ─► size auto values
-         ─► runs: every method at k, seed 0 (+ sensitivity)   required
+         ─► runs: every method at k, seed 0 (+ sensitivity, latency)   required
                   every method at k, other seeds              skipped if the budget runs out
                   every method at the other curve points      skipped if the budget runs out
          ─► OUT/results.jsonl (appended) ─► summary ─► report.md, report.json, report.html
@@ -92,8 +92,8 @@ def plan_runs(plan: Plan, train: Task, sizing: dict, p) -> list[Run]:
                                        sens, t["eval"]["train_score"]) if p else 0.0
                 run = Run(entry.method, config, seed=seed, k=kk,
                           role="main" if kk == k else "curve", sensitivity=sens,
-                          train_score=t["eval"]["train_score"], estimate=estimate,
-                          required=first)
+                          train_score=t["eval"]["train_score"], latency=first,
+                          estimate=estimate, required=first)
                 (main if first else extra if kk == k else curve).append(run)
     extra.sort(key=lambda r: r.seed)  # seed 1 of every method before seed 2 of any
     return main + extra + curve

@@ -39,7 +39,7 @@ from tailorlm.compare.tune import eval_costs, fit_seconds, train_costs, with_gro
 from tailorlm.data.sample import k_per_class, split
 from tailorlm.data.task import Task
 from tailorlm.engine.cost import CostMeter, dir_bytes
-from tailorlm.engine.evaluate import evaluate, quick_score
+from tailorlm.engine.evaluate import LATENCY_QUERIES, evaluate, quick_score
 from tailorlm.engine.predictions import per_row, test_rows, write_predictions
 from tailorlm.methods.contract import check_backend, fitted_rows, held_out_rows, train_report
 from tailorlm.methods import fit_memo
@@ -61,6 +61,9 @@ class Run:
     role: str = "main"  # "main": the comparison at the plan's k; "curve": a data-efficiency point
     sensitivity: int = 0  # test rows to measure prompt sensitivity on; 0 = not measured
     train_score: bool = False  # also score the rows it was fitted on (the overfitting gap)
+    # time LATENCY_QUERIES queries one at a time: a method's serving path, the same for every
+    # seed, so a plan measures it on each method's first run (bakeoff.plan_runs)
+    latency: bool = True
     estimate: float = 0.0  # seconds the budget expects it to take (compare/budget.py)
     required: bool = True  # False: the runner may skip it when the budget has no room left
 
@@ -188,7 +191,8 @@ def _run_one(backend, train, test, run: Run, spec, config, out: Path, metric, va
     reused_seconds = kept.seconds if kept else report.get("reused_seconds", 0.0)
     reused_peak = kept.peak_mb if kept else report.get("reused_peak_mb", 0.0)
     eval_mark = backend.usage_mark()
-    result = evaluate(backend, adapter, test, metric=metric, seed=run.seed)
+    result = evaluate(backend, adapter, test, metric=metric, seed=run.seed,
+                      latency_queries=LATENCY_QUERIES if run.latency else 0)
     per_query = backend.query_cost(eval_mark, result.n_eval) if eval_mark is not None else {}
     adapter_dir = out / "adapters" / run.slug
     # the run's own memory: the peak of fit and evaluation minus the RSS before the fit
