@@ -41,8 +41,8 @@ from tailorlm.data.task import Task
 from tailorlm.engine.cost import CostMeter, dir_bytes
 from tailorlm.engine.evaluate import LATENCY_QUERIES, evaluate, quick_score
 from tailorlm.engine.predictions import per_row, test_rows, write_predictions
-from tailorlm.methods.contract import check_backend, fitted_rows, held_out_rows, train_report
 from tailorlm.methods import fit_memo
+from tailorlm.methods.contract import check_backend, fitted_rows, held_out_rows, train_report
 from tailorlm.methods.artifact import build_card, load_adapter, save_adapter
 from tailorlm.methods.index import get_method
 from tailorlm.methods.selection import validation_subset
@@ -178,15 +178,10 @@ def _run_one(backend, train, test, run: Run, spec, config, out: Path, metric, va
     shots = k_per_class(train, run.k, run.seed) if run.k else train
     # a fit this comparison already made (a hybrid's weight side, the same LoRA) is taken, not
     # made again; its seconds and memory are still this run's costs (methods/fit_memo.py)
-    memo = fit_memo.fit_key(spec, backend, shots, val, config, run.seed, metric)
-    kept = fit_memo.recall(memo)
     with CostMeter() as fit_cost:
-        adapter = kept.adapter if kept is not None else spec.fit(
-            backend, shots, val, config, seed=run.seed, metric=metric,
-            work_dir=out / "work" / run.slug, resume=True)
-    if kept is None:
-        fit_memo.keep(memo, adapter, fit_cost.seconds,
-                      fit_cost.peak_rss_mb - fit_cost.start_rss_mb)
+        adapter, kept = fit_memo.fit(spec, backend, shots, val, config, seed=run.seed,
+                                     metric=metric, work_dir=out / "work" / run.slug,
+                                     resume=True)
     report = train_report(adapter)  # a hybrid whose weight side was taken says so
     reused_seconds = kept.seconds if kept else report.get("reused_seconds", 0.0)
     reused_peak = kept.peak_mb if kept else report.get("reused_peak_mb", 0.0)

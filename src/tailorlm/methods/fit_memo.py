@@ -7,6 +7,7 @@ twice and compares the weights bit for bit), so what is taken is what would have
 
 What a fit costs stays what fitting it alone costs: a kept fit carries its seconds and its own
 peak memory, and the run that takes it reports them (compare/runner.py, methods/hybrid.py).
+Both fit through `fit` here: it takes the kept fit, or makes one and keeps it.
 
 Only the methods that declare `MethodSpec.shared_fit` are kept: a LoRA, whose trained weights
 are a few MB. A full fine-tune's copy of the model is not held for this. At most KEEP fits are
@@ -21,9 +22,12 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any
+
+from tailorlm.engine.cost import current_rss_mb, peak_rss_mb
 
 KEEP = 2
 
@@ -69,3 +73,20 @@ def keep(key: str | None, adapter, seconds: float, peak_mb: float) -> None:
 
 def clear() -> None:
     _KEPT.clear()
+
+
+def fit(spec, backend, train, val, config, *, seed: int, metric: str | None, work_dir=None,
+        resume: bool = False) -> tuple[Any, Kept | None]:
+    """`spec`'s fit, taken from here when kept (adapter, the Kept it came from) or made and kept
+    (adapter, None). Seconds by the clock and the peak read, not reset: a CostMeter resets the
+    process's peak-RSS mark, which would hide this fit's peak from the caller's meter; the mark
+    the caller reset before it began is this fit's peak."""
+    key = fit_key(spec, backend, train, val, config, seed, metric)
+    kept = recall(key)
+    if kept is not None:
+        return kept.adapter, kept
+    started, rss = time.perf_counter(), current_rss_mb()
+    adapter = spec.fit(backend, train, val, config, seed=seed, metric=metric,
+                       work_dir=work_dir, resume=resume)
+    keep(key, adapter, time.perf_counter() - started, peak_rss_mb() - rss)
+    return adapter, None

@@ -51,7 +51,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from tailorlm.data.task import Example, Task
-from tailorlm.engine.cost import current_rss_mb, dir_bytes, peak_rss_mb
+from tailorlm.engine.cost import dir_bytes
 from tailorlm.engine.evaluate import quick_score
 from tailorlm.engine.prompt import Prompt
 from tailorlm.errors import TailorError
@@ -335,9 +335,11 @@ def fit(backend: Backend, train: Task, val: Task | None, config: HybridConfig, *
     val_by_variant = split_variants(val, config.variant_field)
     sub = (lambda *p: Path(work_dir, *p)) if work_dir else (lambda *p: None)  # noqa: E731
 
-    weight, seconds, reused = fit_weight(backend, weight_spec, train, val, config.weight,
-                                         seed=seed, work_dir=sub("weight"), resume=resume,
-                                         metric=metric)
+    # the same LoRA fitted on its own in this comparison is taken, not fitted again
+    started = time.perf_counter()
+    weight, reused = fit_memo.fit(weight_spec, backend, train, val, config.weight, seed=seed,
+                                  metric=metric, work_dir=sub("weight"), resume=resume)
+    seconds = reused.seconds if reused is not None else time.perf_counter() - started
     report = {"weight": {**getattr(weight, "train_result", {}), "fit_seconds": seconds,
                          "trainable_params": weight.trainable_params, "n_train": len(train)}}
     if reused is not None:  # its cost is still the hybrid's: what fitting it alone costs
@@ -358,27 +360,6 @@ def fit(backend: Backend, train: Task, val: Task | None, config: HybridConfig, *
             metric=metric)
     report.update(totals(report))
     return HybridAdapter(name, config, weight, fallback, variants, report)
-
-
-def fit_weight(backend: Backend, spec: MethodSpec, train: Task, val: Task | None, config, *,
-               seed: int, work_dir, resume: bool, metric: str | None):
-    """The weight side: (adapter, its fit's seconds, the Kept it was taken from or None).
-
-    The same fit of the same method run on its own in this comparison is taken from
-    methods/fit_memo.py rather than trained again; else it is fitted and kept there."""
-    key = fit_memo.fit_key(spec, backend, train, val, config, seed, metric)
-    kept = fit_memo.recall(key)
-    if kept is not None:
-        return kept.adapter, kept.seconds, kept
-    # Seconds by the clock, not a CostMeter: a meter resets the process's peak-RSS mark, which
-    # would hide this fit's peak from the caller's meter around the whole hybrid. The mark the
-    # caller reset before the hybrid began is this fit's peak so far.
-    started, rss = time.perf_counter(), current_rss_mb()
-    weight = spec.fit(backend, train, val, config, seed=seed, work_dir=work_dir, resume=resume,
-                      metric=metric)
-    seconds = time.perf_counter() - started
-    fit_memo.keep(key, weight, seconds, peak_rss_mb() - rss)
-    return weight, seconds, None
 
 
 def reading_weights(config, weight):
