@@ -64,7 +64,10 @@ def test_two_seeds_come_before_k_and_test_rows_when_the_whole_plan_does_not_fit(
 def test_when_nothing_fits_one_run_per_method_on_fewer_rows():
     s = sized(1, 0.5)
     assert s["max_test"] == 100 and s["k"] == 1
-    assert s["protocol"] == "no refit"  # the cheapest fit, since nothing fits anyway
+    # the cheapest fit, since nothing fits anyway: at k=1 (2 rows) nothing is held out, so
+    # 'lean cap' costs what 'no refit' does, and the richer is kept
+    assert s["protocol"] == "lean cap"
+    assert any("too few rows to hold any out" in g for g in s["gives_up"])
     assert any("they run anyway" in n for n in s["notes"])
 
 
@@ -193,8 +196,8 @@ def test_the_demo_budget_buys_two_seeds_of_every_method_by_dropping_the_refit():
              if m.method not in s["left_out"]}
     fixed, per_row = _totals(plan, probe, infos, train, 4, [4], s["sensitivity"], seeds=2)
     assert fixed + per_row * 140 <= 9 * 60 * SAFETY
-    _, with_refit = demo("train.refit=true")
-    assert with_refit["seeds_fit"] == 1 and with_refit["refit"]
+    _, with_refit = demo("train.refit=true")  # the refit costs k=4 its second seed
+    assert with_refit["refit"] and not (with_refit["k"] >= 4 and with_refit["seeds_fit"] >= 2)
 
 
 def test_a_fit_without_refit_costs_its_trials_only():
@@ -253,3 +256,54 @@ def test_what_the_sizing_left_out_is_not_run_and_a_rerun_keeps_it_out(tmp_path):
     again = _recorded_sizing(plan, tmp_path)
     assert again["left_out"] == ["instruction_search"] and again["refit"] is False
     assert again["gives_up"] == sizing["gives_up"]
+
+
+def labelled(counts: dict[str, int], kind: str = "classification") -> Task:
+    rows = [Example(input=f"{label} text {i}", target=label, label=label if kind ==
+                    "classification" else None)
+            for label, n in counts.items() for i in range(n)]
+    return Task(name="t", kind=kind, examples=rows)
+
+
+@pytest.mark.parametrize("counts,k", [
+    ({f"c{i}": 5 for i in range(10)}, 1),  # k=1 per class: no label can spare a row
+    ({f"c{i}": 5 for i in range(10)}, 2),
+    ({"a": 3, "b": 3}, 2),  # 4 rows: under 8
+    ({"a": 3, "b": 3, "c": 3, "d": 3}, 2),  # 8 rows
+    ({"a": 1, "b": 1, "c": 1, "d": 1, "e": 1, "f": 1, "g": 1, "h": 9}, 2),  # one label spares
+])
+def test_the_budget_knows_when_a_fit_can_hold_rows_out(counts, k):
+    """budget.holds_out (from label counts, no sample drawn) says what trainable.held_out does
+    with the k-per-class sample the runner fits on."""
+    from tailorlm.compare.budget import holds_out
+    from tailorlm.data.sample import k_per_class
+    from tailorlm.methods.trainable import held_out
+
+    train = labelled(counts)
+    assert holds_out(train, k) == (held_out(k_per_class(train, k, 0), None, 0)[1] is not None)
+    gen = labelled({"x": 20}, kind="generation")
+    assert holds_out(gen, 8) and not holds_out(gen, 7)
+
+
+def test_a_fit_that_holds_nothing_out_is_one_run_to_the_cap():
+    """k=1 per class: every row trains at the default lr to the cap; the lr trials, the
+    validation passes and the refit the rung would plan are not run, and not estimated."""
+    p = Probe(s_query=0.5, tok_s=1000.0, row_tokens=10.0, n_labels=10)
+    one_run = 10 * 30 * 10 * 4.5 / 1000
+    assert estimate_fit(p, (4.5,), 10, 30, trials=3, judged=False) == pytest.approx(one_run)
+    assert estimate_fit(p, (4.5,), 10, 30, trials=3) > 3 * one_run / 2  # what it planned before
+
+
+def test_at_k1_the_report_says_what_the_fit_does_not_what_the_rung_gives_up():
+    """A budget that buys only k=1 per class: plan.yaml and the report say every row trains to
+    the cap (the 'no refit: trained on 3/4 of the rows' line would be wrong there)."""
+    labels = {f"c{i}": 40 for i in range(10)}
+    train, test = labelled(labels), labelled(labels)
+    plan = default_plan(["task=x", "budget_minutes=2", f"methods={METHODS}", "train.k=1",
+                         "train.curve=[1]"])
+    probe = Probe(s_query=0.05, tok_s=600.0, row_tokens=30.0, n_labels=10)
+    s = size_plan(plan, train, test, probe, {m: method_costs(m) for m in METHODS})
+    assert s["k"] == 1
+    assert any("too few rows to hold any out" in g for g in s["gives_up"])
+    assert not any("3/4 of the training rows" in g or "one learning rate per method" in g
+                   for g in s["gives_up"])

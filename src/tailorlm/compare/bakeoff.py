@@ -20,8 +20,8 @@ from pathlib import Path
 
 import yaml
 
-from tailorlm.compare.budget import epochs_for, learning_options, method_costs, n_shots, probe, \
-    protocol_info, remote_probe, run_seconds, size_plan, with_shared_fits
+from tailorlm.compare.budget import epochs_for, holds_out, learning_options, method_costs, \
+    n_shots, probe, protocol_info, remote_probe, run_seconds, size_plan, with_shared_fits
 from tailorlm.compare.plan import TREE, Plan, check_data, check_metric, method_config
 from tailorlm.compare.runner import Run, evaluation_subset, run_comparison
 from tailorlm.data.task import Task
@@ -89,7 +89,8 @@ def plan_runs(plan: Plan, train: Task, sizing: dict, p) -> list[Run]:
                 first = kk == k and j == 0
                 sens = sizing["sensitivity"] if first else 0
                 estimate = run_seconds(p, info, n, config.get("epochs", 5), sizing["max_test"],
-                                       sens, t["eval"]["train_score"]) if p else 0.0
+                                       sens, t["eval"]["train_score"],
+                                       holds_out(train, kk)) if p else 0.0
                 run = Run(entry.method, config, seed=seed, k=kk,
                           role="main" if kk == k else "curve", sensitivity=sens,
                           train_score=t["eval"]["train_score"], latency=first,

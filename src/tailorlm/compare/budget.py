@@ -51,6 +51,11 @@ of the list above as the leanest does, and plan.yaml and the report say what it 
                  early stopping): gives up a quarter of a tiny sample   about 0.43x of lean cap's
                  training on the demo task (30 rows x 3 epochs instead of 30 x 3 + 40 x 3)
 
+Where a sample is too small to hold rows out (holds_out: k=1 per class, or under 8 rows), a
+learning method trains on every row at its default lr to the cap: no trials, no early stopping,
+no refit. The estimate is that one run, the rungs differ only by the cap, and the report says so
+instead of the rung's list.
+
 The order is a judgement, not a measurement: the lr choice goes first because it costs the most
 (two more trials) and, judged on a quarter of a tiny sample, its trials are often within noise of
 each other; the cap next, because at these sizes validation peaked early (sst2 K=16: lora's at
@@ -266,12 +271,26 @@ def epochs_for(n_fit: int, lean: bool = False) -> int:
 
 def n_shots(task: Task, k: int) -> int:
     """Rows a k-per-class sample holds (fewer where a class is short)."""
+    return sum(_shot_counts(task, k))
+
+
+def holds_out(task: Task, k: int) -> bool:
+    """Whether a learning method's fit on a k-per-class sample holds rows out to judge on
+    (methods/trainable.held_out): 8 rows at least and, for classification, a label with 2 rows
+    to spare one. Where it does not (k=1 per class), every row trains for the epoch cap at the
+    default lr: no trials, no early stopping, no refit."""
+    counts = _shot_counts(task, k)
+    return sum(counts) >= 8 and (task.kind != "classification" or max(counts) >= 2)
+
+
+def _shot_counts(task: Task, k: int) -> list[int]:
+    """Rows per label of a k-per-class sample (one count: a generation task's k rows)."""
     if task.kind != "classification":
-        return min(k, len(task))
+        return [min(k, len(task))]
     counts: dict[str, int] = {}
     for e in task.examples:
         counts[e.label] = counts.get(e.label, 0) + 1
-    return sum(min(k, c) for c in counts.values())
+    return [min(k, c) for c in counts.values()] or [0]
 
 
 def method_costs(name: str, config: dict | None = None) -> dict:
@@ -307,12 +326,13 @@ def with_shared_fits(method_info: dict[str, dict]) -> dict[str, dict]:
 def estimate_fit(p: Probe, sides: tuple[float, ...], n: int, epochs: int,
                  trials: int = 1, refit: bool = True,
                  passes: float = CHOICE_EXTRA_PASSES, min_epochs: tuple[int, ...] = (),
-                 free_sides: tuple[int, ...] = ()) -> float:
+                 free_sides: tuple[int, ...] = (), judged: bool = True) -> float:
     """Seconds to fit one method on n rows (a hybrid: both sides); `epochs` is the cap, `trials`
     the learning rates tried, `refit` whether a refit on all n rows follows, `passes` what a
     side that trains nothing scores to choose, `min_epochs` each side's floor (TrainFields; the
     best epoch is never earlier), `free_sides` the sides another run of the plan fits
-    (with_shared_fits) (module doc). The shared template search is counted once per training
+    (with_shared_fits), `judged` whether rows can be held out at all (holds_out: else one run
+    of n rows to the cap) (module doc). The shared template search is counted once per training
     sample by the plan's total, not here."""
     total = 0.0
     for i, cost in enumerate(sides):
@@ -320,6 +340,9 @@ def estimate_fit(p: Probe, sides: tuple[float, ...], n: int, epochs: int,
             continue
         if not cost:  # nothing trained: prompts are chosen by scoring candidates
             total += passes * judged_rows(n, p.n_labels) * p.s_query
+            continue
+        if not judged:  # nothing to choose with: every row, the default lr, to the cap
+            total += n * epochs * p.row_tokens * cost / p.tok_s
             continue
         n_fit = math.ceil((1 - VAL_FRACTION) * n)
         n_val = judged_rows(math.floor(VAL_FRACTION * n), p.n_labels)
@@ -339,13 +362,14 @@ def variant_count(info: dict) -> int:
 
 
 def run_seconds(p: Probe, info: dict, n: int, epochs: int, n_test: int, sens_rows: int,
-                train_score: bool) -> float:
+                train_score: bool, judged: bool = True) -> float:
     """Estimated seconds of one run: fit, evaluation, sensitivity, and the train-score pass.
     `info["trials"]`: the learning rates each learning side tries (1 unless the plan asks);
-    `info["refit"]`: whether each refits on every row (True unless the plan drops it)."""
+    `info["refit"]`: whether each refits on every row (True unless the plan drops it);
+    `judged`: whether the sample holds rows out (holds_out)."""
     return (estimate_fit(p, info["sides"], n, epochs, info.get("trials", 1),
                          info.get("refit", True), info.get("passes", CHOICE_EXTRA_PASSES),
-                         info.get("min_epochs", ()), info.get("free_sides", ()))
+                         info.get("min_epochs", ()), info.get("free_sides", ()), judged)
             + (n_test + sens_rows * variant_count(info)) * p.s_query
             + (judged_rows(n, p.n_labels) * p.s_query if train_score else 0.0))
 
@@ -378,13 +402,32 @@ def size_plan(plan, train: Task, test: Task, p: Probe, method_info: dict[str, di
             chosen = every
         else:
             left_out = optional
-    gives_up = [f"fit protocol '{rung.name}': {g}" for g in (rung.gives_up() if learns else [])]
+    gives_up = _protocol_gives_up(rung, train, chosen) if learns else []
     gives_up += [f"{', '.join(left_out)} left out: the default plan runs it only where the "
                  "budget holds it without giving up seeds, k, the curve, test rows or the fit "
                  "protocol of the others"] if left_out else []
     return {**{k: v for k, v in chosen.items() if k not in ("rank", "cuts")},
             "left_out": left_out, "notes": chosen["notes"] + gives_up,
             "gives_up": chosen["cuts"] + gives_up}
+
+
+def _protocol_gives_up(rung: Protocol, train: Task, chosen: dict) -> list[str]:
+    """What the chosen rung gives up, in words; at a k where no row can be held out
+    (holds_out), what the fit does instead, and the rung's lines only for the curve's k that
+    hold rows out."""
+    k = chosen["k"]
+    lines = [f"fit protocol '{rung.name}': {g}" for g in rung.gives_up()]
+    if holds_out(train, k):
+        return lines
+    unit = "per class" if train.kind == "classification" else "examples"
+    cap = "the lean epoch cap (about half the expected length)" if rung.lean else "the epoch cap"
+    out = [f"k={k} {unit}: too few rows to hold any out, so each learning method trains on "
+           f"every row at its default lr to {cap}, without early stopping, an lr choice or a "
+           f"refit"]
+    held = [c for c in chosen.get("curve", []) if c != k and holds_out(train, c)]
+    if held:
+        out += [f"at k={', '.join(map(str, held))} {line}" for line in lines]
+    return out
 
 
 def _rank(fits: bool, whole: bool, seeds: int, n_seeds: int, k: int, curve: int,
@@ -523,7 +566,8 @@ def _totals(plan, p: Probe, method_info: dict, train: Task, k: int, curve: list[
             n = n_shots(train, kk)
             epochs = t["train"]["epochs"] if t["train"]["epochs"] != "auto" else \
                 epochs_for(n, info.get("lean", False))
-            plain = run_seconds(p, info, n, epochs, 0, 0, t["eval"]["train_score"])
+            plain = run_seconds(p, info, n, epochs, 0, 0, t["eval"]["train_score"],
+                                holds_out(train, kk))
             fixed += runs * plain + (sens_rows * variant_count(info) * p.s_query
                                      if kk == k else 0.0)
             per_row += runs * p.s_query
