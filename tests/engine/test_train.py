@@ -243,6 +243,31 @@ def test_signal_writes_a_checkpoint_then_stops(tmp_path, reference, signum):
     assert_same_as_reference(tmp_path, trainable, result, reference)
 
 
+def test_a_signal_during_the_last_step_still_stops_after_the_final_checkpoint(tmp_path):
+    """SIGINT that lands in the last step: the run ends, writes its final checkpoint, and then
+    raises KeyboardInterrupt, not return as if nothing came (a comparison would go on to its next
+    fit). In-process, so the signal lands in that step every time."""
+    backend = worker.make_backend()
+
+    class InterruptedAtTheEnd(worker.SoftPrompt):
+        def loss(self, batch):
+            if self.calls == TOTAL_STEPS - 1:  # the last step's only micro-batch
+                os.kill(os.getpid(), signal.SIGINT)
+            return super().loss(batch)
+
+    trainable = InterruptedAtTheEnd(backend.model)
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        worker.train(trainable, worker.make_rows(backend), config=worker.config(checkpoint_every=0),
+                     out_dir=tmp_path, fingerprint=worker.FINGERPRINT, progress=False,
+                     pad_id=backend.tokenizer.pad_token_id)
+    assert trainable.calls == TOTAL_STEPS
+    assert checkpoint.steps(tmp_path / "checkpoints") == [TOTAL_STEPS]
+    _, state = checkpoint.read(checkpoint.step_dir(tmp_path / "checkpoints", TOTAL_STEPS))
+    assert state.get("finished")
+    assert signal.getsignal(signal.SIGINT) is handler  # pytest's own handler is back
+
+
 @pytest.mark.parametrize("stop_at", [3, 6])
 def test_best_weights_survive_a_resume(tmp_path, stop_at):
     """A checkpoint taken after the best step carries the best weights (stop_at 6: checkpoint 5,

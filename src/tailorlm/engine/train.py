@@ -21,7 +21,7 @@ Checkpoints are for resuming, so they go by the clock (every `checkpoint_seconds
 default), not by epoch or evaluation: a full fine-tune's checkpoint is 1.6 GB (weights and
 AdamW's two moments), and one per epoch or evaluation would be most of a short fit. SIGTERM and
 SIGINT finish the step under way, write a checkpoint, then act as they would have (stop the
-process, or raise KeyboardInterrupt); a second one acts at once. The best weights are a copy in
+process, or raise KeyboardInterrupt), also when that step was the last; a second one acts at once. The best weights are a copy in
 memory, written once, in the final checkpoint (no optimizer state: a finished run resumes to
 nothing).
 """
@@ -300,13 +300,20 @@ def train(trainable: Trainable, train_rows: list[Row], *, config: TrainConfig, o
                          step, signal.Signals(signals.received).name)
                 bar.close()
                 signals.act()  # raises KeyboardInterrupt, or ends the process (SIGTERM)
-    bar.close()
-    trainable.train(False)
+        bar.close()
+        trainable.train(False)
 
-    # -- the best weights, not the last, are what the method keeps; written once, with the state
-    if best is not None and state["best_step"] != step:
-        trainable.load_state_dict(best)
-    _save_final(ckpt_root, step, trainable, state, config, fingerprint, len(train_rows), log_path)
+        # -- the best weights, not the last, are what the method keeps; written once, with the
+        # state. Still under StopSignals: a signal now waits for the write, then acts; one that
+        # came during the last step is not lost because the run ended with it
+        if best is not None and state["best_step"] != step:
+            trainable.load_state_dict(best)
+        _save_final(ckpt_root, step, trainable, state, config, fingerprint, len(train_rows),
+                    log_path)
+        if signals.received:
+            log.info("stopping after the last step on %s: final checkpoint written",
+                     signal.Signals(signals.received).name)
+            signals.act()
     return _result(state)
 
 
