@@ -178,8 +178,11 @@ SCHEDULES = {"steps": ["--checkpoint-every", "1"],  # a checkpoint after every s
 
 
 def start_worker(out: Path, *options: str) -> subprocess.Popen:
+    # SIGINT as an interactive shell leaves it: pytest started in the background (`cmd &` in a
+    # script) ignores it, and a child would inherit that
     return subprocess.Popen([sys.executable, str(WORKER), str(out), "--sleep", "0.1", *options],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for(proc: subprocess.Popen, ready, what: str) -> None:
@@ -243,7 +246,7 @@ def test_signal_writes_a_checkpoint_then_stops(tmp_path, reference, signum):
     assert_same_as_reference(tmp_path, trainable, result, reference)
 
 
-def test_a_signal_during_the_last_step_still_stops_after_the_final_checkpoint(tmp_path):
+def test_a_signal_during_the_last_step_still_stops_after_the_final_checkpoint(tmp_path, request):
     """SIGINT that lands in the last step: the run ends, writes its final checkpoint, and then
     raises KeyboardInterrupt, not return as if nothing came (a comparison would go on to its next
     fit). In-process, so the signal lands in that step every time."""
@@ -256,7 +259,9 @@ def test_a_signal_during_the_last_step_still_stops_after_the_final_checkpoint(tm
             return super().loss(batch)
 
     trainable = InterruptedAtTheEnd(backend.model)
-    handler = signal.getsignal(signal.SIGINT)
+    # Python's own SIGINT handler, also where pytest was started ignoring SIGINT (`cmd &`)
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, handler))
     with pytest.raises(KeyboardInterrupt):
         worker.train(trainable, worker.make_rows(backend), config=worker.config(checkpoint_every=0),
                      out_dir=tmp_path, fingerprint=worker.FINGERPRINT, progress=False,
@@ -265,7 +270,7 @@ def test_a_signal_during_the_last_step_still_stops_after_the_final_checkpoint(tm
     assert checkpoint.steps(tmp_path / "checkpoints") == [TOTAL_STEPS]
     _, state = checkpoint.read(checkpoint.step_dir(tmp_path / "checkpoints", TOTAL_STEPS))
     assert state.get("finished")
-    assert signal.getsignal(signal.SIGINT) is handler  # pytest's own handler is back
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored after
 
 
 @pytest.mark.parametrize("stop_at", [3, 6])

@@ -148,7 +148,9 @@ class StopSignals:
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
             for s in self.CAUGHT:
-                self.previous[s] = signal.signal(s, self._on_signal)
+                # a process started ignoring it (nohup, `cmd &` in a script) keeps ignoring it
+                if signal.getsignal(s) is not signal.SIG_IGN:
+                    self.previous[s] = signal.signal(s, self._on_signal)
         return self
 
     def _on_signal(self, signum, frame) -> None:
