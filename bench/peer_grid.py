@@ -1,4 +1,4 @@
-"""The peer (Trainer + PEFT, users_view.py's recipe) at each lr of the grid, for one method and seed.
+"""The users-view peer (Trainer + PEFT) at each lr of the grid, for one method and seed.
 
 The users-view table's "peer* acc (best lr on test)" column, run a method and seed at a time (each
 in its own process, as bench/fit_once.py runs ours), so a long table can be filled in pieces and

@@ -137,7 +137,8 @@ class StopSignals:
     """SIGTERM and SIGINT, caught while training (main thread only) so that the loop can finish
     its step and write a checkpoint first: it checks `received` after each step, then calls
     `act()`, which does what the signal would have done (KeyboardInterrupt, or the end of the
-    process). A second signal acts at once, without a checkpoint."""
+    process). A second signal acts at once, without a checkpoint. A signal the process was
+    started ignoring (nohup, `cmd &` in a script) is left ignored."""
 
     CAUGHT = (signal.SIGTERM, signal.SIGINT)
 

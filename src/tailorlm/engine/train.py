@@ -21,9 +21,9 @@ Checkpoints are for resuming, so they go by the clock (every `checkpoint_seconds
 default), not by epoch or evaluation: a full fine-tune's checkpoint is 1.6 GB (weights and
 AdamW's two moments), and one per epoch or evaluation would be most of a short fit. SIGTERM and
 SIGINT finish the step under way, write a checkpoint, then act as they would have (stop the
-process, or raise KeyboardInterrupt), also when that step was the last; a second one acts at once. The best weights are a copy in
-memory, written once, in the final checkpoint (no optimizer state: a finished run resumes to
-nothing).
+process, or raise KeyboardInterrupt), also when that step was the last; a second one acts at
+once; one the process was started ignoring stays ignored. The best weights are a copy in memory,
+written once, in the final checkpoint (no optimizer state: a finished run resumes to nothing).
 """
 
 from __future__ import annotations
