@@ -18,17 +18,11 @@ def backend():
     return tiny_backend()
 
 
-def scores_by(monkeypatch, table: dict[str, list[float]], costs: dict[str, float] | None = None):
-    """Make row_scores return the given per-row scores, by template name, and prompt_costs the
-    given tokens a query (by default 28 for a cue, 72 for `instruct`: the demo task's)."""
+def scores_by(monkeypatch, table: dict[str, list[float]]):
+    """Make row_scores return the given per-row scores, by template name."""
     def fake(backend, adapters, judge, metric):
         return np.array([table[a.template.name] for a in adapters]), []
-
-    def fake_costs(backend, adapters, judge):
-        return [(costs or {}).get(a.template.name, 72.0 if a.template.name == "instruct"
-                                  else 28.0) for a in adapters]
     monkeypatch.setattr(template_search, "row_scores", fake)
-    monkeypatch.setattr(template_search, "prompt_costs", fake_costs)
     monkeypatch.setattr(template_search, "_SEARCHES", {})
 
 
@@ -83,42 +77,6 @@ def test_without_a_prior_the_datas_best_is_kept_among_the_tied(monkeypatch):
     choice = template_search.search(_Fake(), task, None)
     assert choice.template.name == "text_intent" and choice.by == "data"
     assert len(choice.tied) == len(CLASSIFICATION)
-
-
-def test_without_a_prior_the_cheapest_of_the_tied_is_kept(monkeypatch):
-    """`instruct` leads by noise but reads 72 tokens a query against a cue's 28: among the tied,
-    the data's best of the cheap ones is kept, and the record says why; a cue a token or two
-    longer than another (within COST_SLACK) is as cheap, so the data still decides between cues."""
-    task = Task("t", "classification", [Example(f"x{i}", lab, lab) for i, lab in
-                                        enumerate(["alpha", "beta"] * 4)])
-    scores_by(monkeypatch, offsets(8, instruct=0.05, text_label=0.02), costs={"text_label": 30.0})
-    choice = template_search.search(_Fake(), task, None)
-    assert "instruct" in choice.tied and choice.template.name == "text_label"
-    assert choice.by == "cost: 30 prompt tokens a query against instruct's 72 (tied on 8 rows)"
-    assert choice.margin == pytest.approx(-0.03)
-
-
-def test_a_clear_winner_is_kept_however_long_its_prompt(monkeypatch):
-    task = Task("t", "classification", [Example(f"x{i}", lab, lab) for i, lab in
-                                        enumerate(["alpha", "beta"] * 8)])
-    scores_by(monkeypatch, offsets(16, instruct=1.0))
-    choice = template_search.search(_Fake(), task, None)
-    assert choice.template.name == "instruct" and choice.by == "data"
-
-
-def test_prompt_costs_count_each_candidates_tokens(backend):
-    """The real count on a tokenizer: `instruct` (an instruction line listing the labels) costs
-    more than a cue, and a row's own text counts in every candidate alike."""
-    from tailorlm.methods.prompt_adapter import PromptAdapter
-    from tailorlm.methods.templates import builtin_templates
-
-    task = sentiment_task(4)
-    names = ["text_label", "instruct"]
-    adapters = [PromptAdapter("prompt_template", None, task.with_examples([]),
-                              builtin_templates(task)[n]) for n in names]
-    costs = template_search.prompt_costs(backend, adapters, task)
-    rows = [len(backend.encode(e.input)) for e in task.examples]
-    assert costs[1] > costs[0] > np.mean(rows)
 
 
 def test_every_training_and_validation_row_judges():

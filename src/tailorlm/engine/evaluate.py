@@ -162,7 +162,7 @@ def evaluate(backend: Backend, adapter, task: Task, *, metric: str | None = None
     return Evaluation(metric=name, score=float(m.fn(preds, refs)),
                       score_ci=(float(ci[0]), float(ci[1])), n_eval=n, predictions=preds,
                       seconds=meter.seconds, tokens=meter.tokens,
-                      prompt_tokens_per_query=float(np.mean(prompt_tokens(backend, adapter, task)))
+                      prompt_tokens_per_query=float(np.mean(_prompt_tokens(backend, adapter, task)))
                       if n else 0.0,
                       latency_ms_per_query=1000.0 * meter.seconds / max(n, 1),
                       peak_rss_mb=meter.peak_delta_mb, rss_before_mb=meter.start_rss_mb,
@@ -227,7 +227,7 @@ def _percentile(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
 
-def prompt_tokens(backend: Backend, adapter, task: Task) -> list[int]:
+def _prompt_tokens(backend: Backend, adapter, task: Task) -> list[int]:
     """Tokens each query's prompt costs: BOS and its text, and the virtual positions it is read
     after (a soft prompt's or prefix's: every query reads them; each part has its own)."""
     from tailorlm.methods.contract import groups_of

@@ -11,9 +11,7 @@
                  mean(d) <= TIE_Z * std(d) / sqrt(n)); with one row every candidate ties
     tie-break    a documented prior among the tied: a cue the task's description names
                  ("the sentiment of a review" -> Sentiment), else a cue its label words suggest
-                 (positive/negative -> Sentiment; sports/business -> Topic), else the cheapest:
-                 the data's best of the tied candidates whose prompt costs at most COST_SLACK
-                 times the fewest tokens a query among them
+                 (positive/negative -> Sentiment; sports/business -> Topic), else the data's best
 
 Every method reads the result: prompt_template and few_shot as their template (before
 calibration and demonstrations), the learning methods as the prompt they train and predict
@@ -26,12 +24,6 @@ Why the tie rule: every method inherits the choice, and on 8 rows the best-scori
 fluke (a review task at k=4 chose `Type:`, test 0.58, where two other seeds chose a cue scoring
 0.81). The margin (the chosen template's score minus the best other's) and the tied set are kept
 with the choice so a report can show how firm it was.
-
-Why the cost last: what the data cannot separate costs the same in accuracy, not in tokens, and
-every method pays for the choice in training, evaluation and serving. On the demo task (k=4,
-seed 1), `instruct` (which lists the ten labels: 72 tokens a query) led three short cues it tied
-with (28 tokens), and every learning method of that seed trained 2.3x the tokens of seed 0's
-(docs/benchmarks.md, "What k=4 costs").
 """
 
 from __future__ import annotations
@@ -46,10 +38,6 @@ from tailorlm.methods.selection import gold_logprobs, metric_name, validation_su
 from tailorlm.methods.templates import Template, builtin_templates
 
 TIE_Z = 2.0
-# Among tied candidates with no prior, those within this factor of the cheapest prompt count as
-# equally cheap, and the data's best of them is kept: the built-in cues differ by a token or two,
-# which should not overrule the data; `instruct` costs over twice a cue's tokens.
-COST_SLACK = 1.25
 # Label words that suggest an answer cue (lower case). A prior, not a rule: it only breaks ties
 # the data leaves, and only between built-in cues.
 LABEL_WORD_CUES = {
@@ -127,13 +115,6 @@ def _search(backend, task: Task, judge: Task, templates: list[Template],
             chosen = max(favoured, key=lambda c: means[c])
             if chosen != best:
                 by = f"prior: {prior[chosen][1]} (tied on {len(judge)} rows)"
-        else:
-            costs = dict(zip(tied, prompt_costs(backend, [adapters[c] for c in tied], judge)))
-            cheap = [c for c in tied if costs[c] <= COST_SLACK * min(costs.values())]
-            chosen = max(cheap, key=lambda c: means[c])
-            if chosen != best:
-                by = (f"cost: {costs[chosen]:.0f} prompt tokens a query against "
-                      f"{templates[best].name}'s {costs[best]:.0f} (tied on {len(judge)} rows)")
     others = [means[c] for c in range(len(templates)) if c != chosen]
     margin = float(means[chosen] - max(others)) if others else 0.0
     return TemplateChoice(templates[chosen], {t.name: float(m) for t, m in zip(templates, means)},
@@ -158,13 +139,6 @@ def row_scores(backend, adapters, judge: Task,
         rows.append(m.per_example(preds, refs) if m.per_example is not None
                     else np.full(len(judge), m.fn(preds, refs)))
     return np.stack(rows), []
-
-
-def prompt_costs(backend, adapters, judge: Task) -> list[float]:
-    """Each candidate's mean prompt tokens a query on the judged rows (what a query costs)."""
-    from tailorlm.engine.evaluate import prompt_tokens
-
-    return [float(np.mean(prompt_tokens(backend, a, judge))) for a in adapters]
 
 
 def separable(best: np.ndarray, other: np.ndarray) -> bool:
